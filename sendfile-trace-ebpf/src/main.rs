@@ -1,0 +1,24 @@
+//! Kernel side of sendfile-trace.
+//!
+//! Three probe families capture the same call; userspace attaches exactly one of them:
+//! [`kprobe`] (kprobe + kretprobe on the syscall function, the design's hook), [`fentry`]
+//! (fentry + fexit on the same functions) and [`tracepoint`] (syscall tracepoints, plus raw
+//! `sys_enter`/`sys_exit` for 32-bit tasks). All of them funnel into [`capture`].
+#![no_std]
+#![no_main]
+
+mod capture;
+mod fentry;
+mod kprobe;
+mod regs;
+mod tracepoint;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

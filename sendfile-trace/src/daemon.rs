@@ -1,0 +1,221 @@
+//! The daemon: attach, then read → decode → enrich → write until a signal or a closed output.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use sendfile_trace_common::{SendfileRecord, lost, names};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    SCHEMA_VERSION,
+    cli::Cli,
+    error::{Error, one_line},
+    event::Enricher,
+    lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
+    output::{Output, WriteError, WriteResult},
+    probes::{self, LoadOptions},
+    system::{self, WallClock},
+};
+
+/// How often losses are checked (and reported within a second), the clock re-sampled and the
+/// ring buffer drained even without a wakeup.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Runs the tracer until SIGINT/SIGTERM or until the output's reader goes away.
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run_async(cli))
+}
+
+/// The counters and sinks of a running tracer.
+struct Pipeline {
+    enricher: Enricher,
+    out: Output,
+    events: u64,
+    lost_map: PerCpuArray<MapData, u64>,
+    lost_seen: [u64; lost::COUNT as usize],
+}
+
+impl Pipeline {
+    /// Writes every record waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> WriteResult {
+        while let Some(item) = ring.next() {
+            match SendfileRecord::from_bytes(&item) {
+                Some(r) => {
+                    self.out.write(&self.enricher.event(&r))?;
+                    self.events += 1;
+                }
+                None => log::error!(
+                    "ring buffer record of {} bytes, expected {}: skipped (BPF object and daemon \
+                     disagree)",
+                    item.len(),
+                    SendfileRecord::SIZE
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports new losses counted by the kernel side, one `events_lost` per reason.
+    fn report_losses(&mut self) -> WriteResult {
+        for (i, name) in lost::NAMES.iter().enumerate() {
+            let total = match self.lost_map.get(&(i as u32), 0) {
+                Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
+                Err(e) => {
+                    log::error!("cannot read loss counters: {}", one_line(&e));
+                    continue;
+                }
+            };
+            if total > self.lost_seen[i] {
+                let delta = total - self.lost_seen[i];
+                self.lost_seen[i] = total;
+                self.out
+                    .write(&EventsLost::new(WallClock::now_ns(), delta, name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_async(cli: &Cli) -> Result<(), Error> {
+    let mut out = match &cli.output {
+        Some(path) => Output::file(path)?,
+        None => Output::stdout(),
+    };
+    let opts = LoadOptions {
+        ring_buffer_size: cli.ring_buffer_size,
+        tracer_tgid: std::process::id(),
+    };
+    let mut attached = probes::attach(cli.hook, opts)?;
+    log::info!(
+        "tracing sendfile with hook {} ({})",
+        attached.hook.name(),
+        attached.targets.join(", ")
+    );
+
+    let take = |ebpf: &mut aya::Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| Error::Load(format!("map {name} missing from the BPF object")))
+    };
+    let ring = RingBuf::try_from(take(&mut attached.ebpf, names::EVENTS)?)
+        .map_err(|e| Error::Load(one_line(&e)))?;
+    let lost_map = PerCpuArray::try_from(take(&mut attached.ebpf, names::LOST)?)
+        .map_err(|e| Error::Load(one_line(&e)))?;
+    // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
+    // RingBuf owns it and only the AsyncFd owns the RingBuf.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| Error::Runtime(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
+    let signal_err = |e: std::io::Error| Error::Runtime(format!("cannot handle signals: {e}"));
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+
+    let host_name = system::host_name();
+    let kernel_release = system::kernel_release();
+    let start = TracerStart {
+        event_name: "tracer_start",
+        timestamp: WallClock::now_ns(),
+        host_name: &host_name,
+        process_id: std::process::id(),
+        hook: attached.hook.name(),
+        attached: &attached.targets,
+        fallbacks: attached
+            .fallbacks
+            .iter()
+            .map(|(h, r)| Fallback {
+                hook: h.name(),
+                reason: r,
+            })
+            .collect(),
+        kernel_release: &kernel_release,
+        version: env!("CARGO_PKG_VERSION"),
+        ring_buffer_bytes: cli.ring_buffer_size,
+        schema_version: SCHEMA_VERSION,
+    };
+    let startup = out.write(&start).and_then(|()| out.flush());
+    let mut p = Pipeline {
+        enricher: Enricher {
+            host_name,
+            clock: WallClock::now(),
+        },
+        out,
+        events: 0,
+        lost_map,
+        lost_seen: [0; lost::COUNT as usize],
+    };
+    if let Err(e) = startup {
+        return finish(e);
+    }
+
+    let mut tick = tokio::time::interval(TICK);
+    let reason = loop {
+        let step = tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard
+                    .map_err(|e| Error::Runtime(format!("polling the ring buffer: {e}")))?;
+                // Clear first: a record committed while we drain wakes us again.
+                guard.clear_ready();
+                p.drain(guard.get_inner_mut()).and_then(|()| p.out.flush())
+            }
+            _ = tick.tick() => {
+                p.enricher.clock = WallClock::now();
+                p.drain(ring.get_mut())
+                    .and_then(|()| p.report_losses())
+                    .and_then(|()| p.out.flush())
+            }
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+        };
+        if let Err(e) = step {
+            return finish(e);
+        }
+    };
+
+    // Detach first so nothing new arrives, then drain what the kernel already committed.
+    let mut ring = ring.into_inner();
+    drop(attached);
+    let ended = p
+        .drain(&mut ring)
+        .and_then(|()| p.report_losses())
+        .and_then(|()| {
+            let lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
+                .iter()
+                .copied()
+                .zip(p.lost_seen.iter().copied())
+                .collect();
+            let stop = TracerStop {
+                event_name: "tracer_stop",
+                timestamp: WallClock::now_ns(),
+                reason,
+                events: p.events,
+                lost: p.lost_seen.iter().sum(),
+                lost_by_reason,
+                schema_version: SCHEMA_VERSION,
+            };
+            p.out.write(&stop)
+        })
+        .and_then(|()| p.out.flush());
+    match ended {
+        Ok(()) => {
+            log::info!("stopped on {reason}: {} events", p.events);
+            Ok(())
+        }
+        Err(e) => finish(e),
+    }
+}
+
+/// Ends the tracer after a write error: a closed output is a clean stop.
+fn finish(e: WriteError) -> Result<(), Error> {
+    match e {
+        WriteError::Closed => {
+            log::info!("output closed by its reader: stopping");
+            Ok(())
+        }
+        WriteError::Io(e) => Err(Error::Write(e)),
+    }
+}

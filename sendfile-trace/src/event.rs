@@ -1,0 +1,325 @@
+//! Decoding a kernel record into the JSON event contract (Tracee's legacy field names).
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use sendfile_trace_common::{
+    Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, SendfileRecord, flags,
+};
+
+use crate::{SCHEMA_VERSION, system::WallClock};
+
+/// Per-host context added to every event.
+#[derive(Clone, Debug)]
+pub struct Enricher {
+    /// This host's name.
+    pub host_name: String,
+    /// Boot-time to wall-clock conversion.
+    pub clock: WallClock,
+}
+
+/// One sendfile call, as written to the output.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendfileEvent<'a> {
+    /// Wall-clock ns since the epoch at syscall entry.
+    pub timestamp: u64,
+    /// CPU the call entered on.
+    pub processor_id: u32,
+    /// Thread group id (host pid namespace).
+    pub process_id: u32,
+    /// Thread id (host pid namespace).
+    pub thread_id: u32,
+    /// Real uid of the caller.
+    pub user_id: u32,
+    /// Real gid of the caller.
+    pub group_id: u32,
+    /// The thread's comm; invalid UTF-8 shown as U+FFFD (the exact bytes are in
+    /// `processNameHex`).
+    pub process_name: Cow<'a, str>,
+    /// Hex of the exact comm bytes, present only when they are not valid UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_name_hex: Option<String>,
+    /// Host name.
+    pub host_name: &'a str,
+    /// cgroup v2 id of the caller.
+    pub cgroup_id: u64,
+    /// Tracee's event id for sendfile ("40").
+    pub event_id: &'static str,
+    /// Always "sendfile".
+    pub event_name: &'static str,
+    /// The syscall used: "sendfile64" (x86_64 40, i386 239) or "sendfile" (i386 187).
+    pub syscall: &'static str,
+    /// The syscall number used (40, 187, 239).
+    pub syscall_nr: u32,
+    /// Raw result: bytes moved, or -errno.
+    pub return_value: i64,
+    /// Name of the error (`"EBADF"`), or null on success.
+    pub errno: Option<Cow<'static, str>>,
+    /// Always 4.
+    pub args_num: u8,
+    /// out_fd, in_fd, offset (the pointer), count.
+    pub args: [Arg; 4],
+    /// Value at the offset pointer at entry; null if the pointer is NULL or unreadable.
+    pub offset_value: Option<i64>,
+    /// Value at the offset pointer at exit; null if the pointer is NULL or unreadable.
+    pub offset_after: Option<i64>,
+    /// Time spent in the syscall, ns.
+    pub duration_ns: u64,
+    /// Context flags.
+    pub context_flags: ContextFlags,
+    /// The hook that saw the call.
+    pub hook: &'static str,
+    /// Version of this contract.
+    pub schema_version: u32,
+}
+
+/// One syscall argument as Tracee writes it.
+#[derive(Debug, Serialize)]
+pub struct Arg {
+    /// Argument name.
+    pub name: &'static str,
+    /// C type.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    /// Value.
+    pub value: ArgValue,
+}
+
+/// An argument's value.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    /// A file descriptor.
+    Int(i32),
+    /// A pointer or a size.
+    U64(u64),
+}
+
+/// Flags about the call's context.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextFlags {
+    /// Made through the 32-bit (ia32) syscall entry.
+    pub is_compat: bool,
+}
+
+/// Name of a syscall error for a raw return value, or `None` for success.
+pub fn errno_name(ret: i64) -> Option<Cow<'static, str>> {
+    if !(-4095..0).contains(&ret) {
+        return None;
+    }
+    let n = (-ret) as i32;
+    // Kernel-internal codes that can reach a syscall exit probe before signal handling.
+    let internal = match n {
+        512 => Some("ERESTARTSYS"),
+        513 => Some("ERESTARTNOINTR"),
+        514 => Some("ERESTARTNOHAND"),
+        515 => Some("ENOIOCTLCMD"),
+        516 => Some("ERESTART_RESTARTBLOCK"),
+        _ => None,
+    };
+    if let Some(name) = internal {
+        return Some(Cow::Borrowed(name));
+    }
+    let e = nix::errno::Errno::from_raw(n);
+    if e == nix::errno::Errno::UnknownErrno {
+        Some(Cow::Owned(format!("E{n}")))
+    } else {
+        Some(Cow::Owned(format!("{e:?}")))
+    }
+}
+
+/// The comm bytes up to the first NUL.
+pub fn comm_bytes(comm: &[u8]) -> &[u8] {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    &comm[..end]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Enricher {
+    /// Builds the event for one record.
+    pub fn event<'a>(&'a self, r: &'a SendfileRecord) -> SendfileEvent<'a> {
+        let comm = comm_bytes(&r.comm);
+        let process_name = String::from_utf8_lossy(comm);
+        let process_name_hex = matches!(process_name, Cow::Owned(_)).then(|| hex(comm));
+        let compat = r.flags & flags::COMPAT != 0;
+        let syscall = match (compat, r.syscall_nr) {
+            (true, NR_SENDFILE_I386) => "sendfile",
+            (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_X86_64) => "sendfile64",
+            _ => "unknown",
+        };
+        let valid = |bit: u32, v: i64| (r.flags & bit != 0).then_some(v);
+        SendfileEvent {
+            timestamp: self.clock.wall_ns(r.start_ns),
+            processor_id: r.cpu,
+            process_id: (r.pid_tgid >> 32) as u32,
+            thread_id: r.pid_tgid as u32,
+            user_id: r.uid_gid as u32,
+            group_id: (r.uid_gid >> 32) as u32,
+            process_name,
+            process_name_hex,
+            host_name: &self.host_name,
+            cgroup_id: r.cgroup_id,
+            event_id: "40",
+            event_name: "sendfile",
+            syscall,
+            syscall_nr: r.syscall_nr,
+            return_value: r.ret,
+            errno: errno_name(r.ret),
+            args_num: 4,
+            args: [
+                Arg {
+                    name: "out_fd",
+                    ty: "int",
+                    value: ArgValue::Int(r.out_fd),
+                },
+                Arg {
+                    name: "in_fd",
+                    ty: "int",
+                    value: ArgValue::Int(r.in_fd),
+                },
+                Arg {
+                    name: "offset",
+                    ty: "off_t*",
+                    value: ArgValue::U64(r.offset_ptr),
+                },
+                Arg {
+                    name: "count",
+                    ty: "size_t",
+                    value: ArgValue::U64(r.count),
+                },
+            ],
+            offset_value: valid(flags::OFFSET_BEFORE_VALID, r.offset_before),
+            offset_after: valid(flags::OFFSET_AFTER_VALID, r.offset_after),
+            duration_ns: r.end_ns.saturating_sub(r.start_ns),
+            context_flags: ContextFlags { is_compat: compat },
+            hook: Hook::from_u32(r.hook).map_or("unknown", Hook::name),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn record() -> SendfileRecord {
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        SendfileRecord {
+            start_ns: 1_000,
+            end_ns: 1_500,
+            pid_tgid: (4242u64 << 32) | 4243,
+            uid_gid: (7u64 << 32) | 1000,
+            cgroup_id: 4321,
+            offset_ptr: 140723599012848,
+            offset_before: 0,
+            offset_after: 21952,
+            count: 21952,
+            ret: 21952,
+            out_fd: 29,
+            in_fd: 30,
+            cpu: 1,
+            flags: flags::OFFSET_BEFORE_VALID | flags::OFFSET_AFTER_VALID,
+            syscall_nr: 40,
+            hook: Hook::Kprobe as u32,
+            comm,
+        }
+    }
+
+    fn enricher() -> Enricher {
+        Enricher {
+            host_name: "web-1".into(),
+            clock: WallClock::now(),
+        }
+    }
+
+    fn encode(r: &SendfileRecord) -> Value {
+        let e = enricher();
+        let line = serde_json::to_string(&e.event(r)).unwrap();
+        assert!(!line.contains('\n'));
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn decodes_from_ring_bytes_and_encodes_the_contract() {
+        let r = record();
+        let back = SendfileRecord::from_bytes(r.as_bytes()).unwrap();
+        assert_eq!(back, r);
+        assert!(SendfileRecord::from_bytes(&r.as_bytes()[1..]).is_none());
+        let v = encode(&back);
+        let expected = json!({
+            "processorId": 1, "processId": 4242, "threadId": 4243, "userId": 1000, "groupId": 7,
+            "processName": "nginx", "hostName": "web-1", "cgroupId": 4321, "eventId": "40",
+            "eventName": "sendfile", "syscall": "sendfile64", "syscallNr": 40,
+            "returnValue": 21952, "errno": null, "argsNum": 4,
+            "args": [
+                {"name": "out_fd", "type": "int", "value": 29},
+                {"name": "in_fd", "type": "int", "value": 30},
+                {"name": "offset", "type": "off_t*", "value": 140723599012848u64},
+                {"name": "count", "type": "size_t", "value": 21952}
+            ],
+            "offsetValue": 0, "offsetAfter": 21952, "durationNs": 500,
+            "contextFlags": {"isCompat": false}, "hook": "kprobe", "schemaVersion": 1
+        });
+        let mut got = v.clone();
+        let ts = got.as_object_mut().unwrap().remove("timestamp").unwrap();
+        assert_eq!(got, expected);
+        assert!(ts.as_u64().unwrap() > 1_600_000_000_000_000_000);
+    }
+
+    #[test]
+    fn unreadable_offset_is_null_not_zero_and_errors_are_named() {
+        let mut r = record();
+        r.flags = flags::COMPAT | flags::OFFSET_32BIT;
+        r.syscall_nr = 187;
+        r.ret = -14;
+        r.count = u64::MAX;
+        let v = encode(&r);
+        assert_eq!(v["offsetValue"], Value::Null);
+        assert_eq!(v["offsetAfter"], Value::Null);
+        assert_eq!(v["errno"], "EFAULT");
+        assert_eq!(v["returnValue"], -14);
+        assert_eq!(v["syscall"], "sendfile");
+        assert_eq!(v["contextFlags"]["isCompat"], true);
+        assert_eq!(v["args"][3]["value"], u64::MAX);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(0), None);
+        assert_eq!(errno_name(2147479552), None);
+        assert_eq!(errno_name(-9).as_deref(), Some("EBADF"));
+        assert_eq!(errno_name(-11).as_deref(), Some("EAGAIN"));
+        assert_eq!(errno_name(-22).as_deref(), Some("EINVAL"));
+        assert_eq!(errno_name(-512).as_deref(), Some("ERESTARTSYS"));
+        assert_eq!(errno_name(-4000).as_deref(), Some("E4000"));
+        assert_eq!(errno_name(-5000), None);
+    }
+
+    #[test]
+    fn hostile_process_names_stay_one_line_and_exact() {
+        for name in [&b"a\"b\\c\nd"[..], b"\x1b[31mred\t", b"\xff\xfeok\x01", b"fifteen_chars_x"] {
+            let mut r = record();
+            r.comm = [0; 16];
+            r.comm[..name.len()].copy_from_slice(name);
+            let v = encode(&r);
+            match std::str::from_utf8(name) {
+                Ok(s) => {
+                    assert_eq!(v["processName"], s);
+                    assert!(v.get("processNameHex").is_none());
+                }
+                Err(_) => {
+                    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+                    assert_eq!(v["processNameHex"], hex);
+                    assert_eq!(v["processName"], String::from_utf8_lossy(name).as_ref());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! In-band records that frame the event stream: `tracer_start`, `events_lost`, `tracer_stop`.
+
+use serde::Serialize;
+
+use crate::SCHEMA_VERSION;
+
+/// Written once every program is attached.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TracerStart<'a> {
+    /// Always "tracer_start".
+    pub event_name: &'static str,
+    /// Wall-clock ns.
+    pub timestamp: u64,
+    /// Host name.
+    pub host_name: &'a str,
+    /// The tracer's pid.
+    pub process_id: u32,
+    /// The hook in use.
+    pub hook: &'static str,
+    /// What the hook attached to.
+    pub attached: &'a [String],
+    /// Hooks tried first and why they could not attach.
+    pub fallbacks: Vec<Fallback<'a>>,
+    /// `uname -r`.
+    pub kernel_release: &'a str,
+    /// The tracer's version.
+    pub version: &'static str,
+    /// Ring buffer size, bytes.
+    pub ring_buffer_bytes: u32,
+    /// Contract version.
+    pub schema_version: u32,
+}
+
+/// A hook that could not attach, and why.
+#[derive(Debug, Serialize)]
+pub struct Fallback<'a> {
+    /// The hook.
+    pub hook: &'static str,
+    /// The kernel's reason.
+    pub reason: &'a str,
+}
+
+/// Written within a second of any loss: how many events were lost since the last report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsLost {
+    /// Always "events_lost".
+    pub event_name: &'static str,
+    /// Wall-clock ns.
+    pub timestamp: u64,
+    /// Events lost since the previous report, for this reason.
+    pub lost: u64,
+    /// Why: `ring_buffer_full`, `in_flight_full` or `missed_exit`.
+    pub reason: &'static str,
+    /// Contract version.
+    pub schema_version: u32,
+}
+
+/// Written at exit with the totals.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TracerStop<'a> {
+    /// Always "tracer_stop".
+    pub event_name: &'static str,
+    /// Wall-clock ns.
+    pub timestamp: u64,
+    /// Why the tracer stopped (e.g. "SIGINT").
+    pub reason: &'a str,
+    /// sendfile events written.
+    pub events: u64,
+    /// Events lost, all reasons.
+    pub lost: u64,
+    /// Events lost by reason.
+    pub lost_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Contract version.
+    pub schema_version: u32,
+}
+
+impl EventsLost {
+    /// A loss report.
+    pub fn new(timestamp: u64, lost: u64, reason: &'static str) -> Self {
+        EventsLost {
+            event_name: "events_lost",
+            timestamp,
+            lost,
+            reason,
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+}

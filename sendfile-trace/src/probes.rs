@@ -1,0 +1,237 @@
+//! Loading the BPF object and attaching one hook family, with the `auto` fallback order.
+
+use std::collections::HashSet;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+};
+use sendfile_trace_common::{Hook, names};
+
+use crate::{cli::HookChoice, error::Error, error::one_line, system};
+
+/// The compiled kernel side, embedded at build time.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
+
+/// The 64-bit syscall function with syscall wrappers (`struct pt_regs *` argument).
+const X64_FN: &str = "__x64_sys_sendfile64";
+/// The 64-bit syscall function on kernels without syscall wrappers.
+const NOWRAP_FN: &str = "sys_sendfile64";
+/// The ia32 entry points that may exist (which one serves 187 and 239 depends on the kernel).
+const IA32_FNS: [&str; 3] = [
+    "__ia32_compat_sys_sendfile",
+    "__ia32_sys_sendfile64",
+    "__ia32_compat_sys_sendfile64",
+];
+
+/// Settings for loading the BPF object.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two ≥ page size).
+    pub ring_buffer_size: u32,
+    /// Our own tgid, whose calls the programs skip.
+    pub tracer_tgid: u32,
+}
+
+/// A loaded object with one hook family attached.
+pub struct Attached {
+    /// The loaded object; dropping it detaches everything.
+    pub ebpf: Ebpf,
+    /// The hook in use.
+    pub hook: Hook,
+    /// What it attached to (kernel functions or tracepoints).
+    pub targets: Vec<String>,
+    /// Hooks tried before this one, each with the reason it could not attach.
+    pub fallbacks: Vec<(Hook, String)>,
+}
+
+/// Loads the object and attaches the chosen hook; with `auto`, falls back in order.
+pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> {
+    if !system::has_bpf_privileges() {
+        return Err(Error::Privileges);
+    }
+    system::raise_memlock_rlimit();
+    let order: &[Hook] = match choice {
+        HookChoice::Auto => &[Hook::Kprobe, Hook::Fentry, Hook::Tracepoint],
+        HookChoice::Kprobe => &[Hook::Kprobe],
+        HookChoice::Fentry => &[Hook::Fentry],
+        HookChoice::Tracepoint => &[Hook::Tracepoint],
+    };
+    let mut fallbacks = Vec::new();
+    for &hook in order {
+        // A fresh object per attempt: a failed attempt's programs and links go with it.
+        let mut ebpf = load(opts)?;
+        match attach_hook(&mut ebpf, hook) {
+            Ok(targets) => {
+                return Ok(Attached {
+                    ebpf,
+                    hook,
+                    targets,
+                    fallbacks,
+                });
+            }
+            Err(reason) if choice == HookChoice::Auto => {
+                log::warn!("hook {} unavailable: {reason}", hook.name());
+                fallbacks.push((hook, reason));
+            }
+            Err(reason) => return Err(Error::Attach { hook, reason }),
+        }
+    }
+    let all = fallbacks
+        .iter()
+        .map(|(h, r)| format!("{}: {r}", h.name()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::NoHook(all))
+}
+
+fn load(opts: LoadOptions) -> Result<Ebpf, Error> {
+    EbpfLoader::new()
+        .map_max_entries(names::EVENTS, opts.ring_buffer_size)
+        .override_global(names::TRACER_TGID, &opts.tracer_tgid, true)
+        .load(BPF_OBJECT)
+        .map_err(|e| {
+            let msg = one_line(&e);
+            if msg.contains("Operation not permitted") {
+                Error::Privileges
+            } else {
+                Error::Load(msg)
+            }
+        })
+}
+
+fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, String> {
+    let result = match hook {
+        Hook::Kprobe => attach_kprobe(ebpf),
+        Hook::Fentry => attach_fentry(ebpf),
+        Hook::Tracepoint => attach_tracepoint(ebpf),
+    };
+    result.map_err(|r| explain(&r))
+}
+
+/// Adds what a user can do about the kernel's most common refusals.
+fn explain(reason: &str) -> String {
+    let reason = reason.trim_end_matches(" Verifier output:").trim_end_matches('.');
+    if reason.contains("kprobe/type") {
+        format!("{reason} (this kernel has no kprobe PMU: built without CONFIG_KPROBES)")
+    } else if reason.contains("Operation not permitted") {
+        format!("{reason} (the kernel refuses this program type: lockdown, an LSM policy or a sandbox)")
+    } else {
+        reason.to_owned()
+    }
+}
+
+/// The syscall functions present: the 64-bit one (wrapped or not) and the ia32 ones.
+fn syscall_functions() -> Result<(&'static str, bool, Vec<&'static str>), String> {
+    let syms: HashSet<String> =
+        system::sendfile_symbols().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    let (x64, wrapped) = if syms.contains(X64_FN) {
+        (X64_FN, true)
+    } else if syms.contains(NOWRAP_FN) {
+        (NOWRAP_FN, false)
+    } else {
+        return Err(format!("neither {X64_FN} nor {NOWRAP_FN} is in /proc/kallsyms"));
+    };
+    let ia32 = IA32_FNS.into_iter().filter(|f| syms.contains(*f)).collect();
+    Ok((x64, wrapped, ia32))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the BPF object"))?;
+    prog.try_into().map_err(|e| one_line(&e))
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+    let (x64, wrapped, ia32) = syscall_functions()?;
+    let all: Vec<&str> = std::iter::once(x64).chain(ia32.iter().copied()).collect();
+    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+
+    // Return probes first, so that no entry is saved without its exit being watched.
+    let ret: &mut KProbe = program(ebpf, "sendfile_kretprobe")?;
+    ret.load().map_err(|e| err("loading the kretprobe", e))?;
+    for f in &all {
+        ret.attach(f, 0).map_err(|e| err(&format!("kretprobe on {f}"), e))?;
+    }
+    let entry_x64 = if wrapped {
+        "sendfile_kprobe_x64"
+    } else {
+        "sendfile_kprobe_nowrap"
+    };
+    let p: &mut KProbe = program(ebpf, entry_x64)?;
+    p.load().map_err(|e| err("loading the kprobe", e))?;
+    p.attach(x64, 0).map_err(|e| err(&format!("kprobe on {x64}"), e))?;
+    if !ia32.is_empty() {
+        let p: &mut KProbe = program(ebpf, "sendfile_kprobe_ia32")?;
+        p.load().map_err(|e| err("loading the ia32 kprobe", e))?;
+        for f in &ia32 {
+            p.attach(f, 0).map_err(|e| err(&format!("kprobe on {f}"), e))?;
+        }
+    }
+    Ok(all.into_iter().map(String::from).collect())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+    if !system::has_kernel_btf() {
+        return Err(format!(
+            "kernel BTF not found at {}, which fentry needs",
+            system::VMLINUX_BTF
+        ));
+    }
+    let (x64, wrapped, ia32) = syscall_functions()?;
+    if !wrapped {
+        return Err(format!("{X64_FN} not found; fentry here supports wrapped syscalls only"));
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {}", one_line(&e)))?;
+    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+    let ia32_pairs = [
+        ("sendfile_fentry_ia32_a", "sendfile_fexit_ia32_a"),
+        ("sendfile_fentry_ia32_b", "sendfile_fexit_ia32_b"),
+        ("sendfile_fentry_ia32_c", "sendfile_fexit_ia32_c"),
+    ];
+    let pairs = std::iter::once((("sendfile_fentry_x64", "sendfile_fexit_x64"), x64))
+        .chain(ia32_pairs.into_iter().zip(ia32.iter().copied()));
+    let mut targets = Vec::new();
+    for ((entry, exit), f) in pairs {
+        let p: &mut FExit = program(ebpf, exit)?;
+        p.load(f, &btf).map_err(|e| err(&format!("loading fexit for {f}"), e))?;
+        p.attach().map_err(|e| err(&format!("fexit on {f}"), e))?;
+        let p: &mut FEntry = program(ebpf, entry)?;
+        p.load(f, &btf).map_err(|e| err(&format!("loading fentry for {f}"), e))?;
+        p.attach().map_err(|e| err(&format!("fentry on {f}"), e))?;
+        targets.push(f.to_owned());
+    }
+    Ok(targets)
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+    system::ensure_tracefs()?;
+    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+    for (name, tp) in [
+        ("sendfile_tp_exit", "sys_exit_sendfile64"),
+        ("sendfile_tp_enter", "sys_enter_sendfile64"),
+    ] {
+        let p: &mut TracePoint = program(ebpf, name)?;
+        p.load().map_err(|e| err(&format!("loading {name}"), e))?;
+        p.attach("syscalls", tp)
+            .map_err(|e| err(&format!("tracepoint syscalls:{tp}"), e))?;
+    }
+    for (name, tp) in [
+        ("sendfile_raw_exit", "sys_exit"),
+        ("sendfile_raw_enter", "sys_enter"),
+    ] {
+        let p: &mut RawTracePoint = program(ebpf, name)?;
+        p.load().map_err(|e| err(&format!("loading {name}"), e))?;
+        p.attach(tp).map_err(|e| err(&format!("raw tracepoint {tp}"), e))?;
+    }
+    Ok(vec![
+        "syscalls:sys_enter_sendfile64".into(),
+        "syscalls:sys_exit_sendfile64".into(),
+        "raw_syscalls:sys_enter (i386 187, 239)".into(),
+        "raw_syscalls:sys_exit (i386 187, 239)".into(),
+    ])
+}

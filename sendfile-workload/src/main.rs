@@ -1,0 +1,133 @@
+//! sendfile-workload: makes real sendfile(2) calls covering the Linux man page and prints one
+//! JSON line per call (arguments, kernel result, expectation), so a test can compare them with
+//! the tracer's events field by field. Exits 1 if a call did not do what the man page says.
+
+mod bench;
+mod cases;
+mod record;
+mod sys;
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::{CommandFactory, Parser, error::ErrorKind};
+
+/// Makes real sendfile(2) calls and prints one JSON line per call.
+#[derive(Parser, Debug)]
+#[command(name = "sendfile-workload", version)]
+struct Cli {
+    /// Run only this case (repeatable, run in table order; on 32-bit a base name selects _187 and _239).
+    #[arg(long = "case", value_name = "NAME")]
+    cases: Vec<String>,
+    /// Print the case names, one a line, and exit.
+    #[arg(long)]
+    list: bool,
+    /// Directory for the files (default: a fresh directory in the temp dir, removed at exit).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Set the thread name (comm) to these raw bytes; the kernel keeps the first 15.
+    #[arg(long, value_name = "NAME")]
+    comm: Option<OsString>,
+    /// Basename (raw bytes) of the input file the cases read.
+    #[arg(long, value_name = "NAME", default_value = "input.bin")]
+    file_name: OsString,
+    /// Run the selected cases N times.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Bench mode: N sendfile calls (per thread) from a page-cache file to /dev/null.
+    #[arg(long = "loop", value_name = "N", conflicts_with_all = ["cases", "list", "repeat"])]
+    loop_calls: Option<u64>,
+    /// Bytes per call in loop mode.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        requires = "loop_calls",
+        default_value_t = 4096
+    )]
+    size: u64,
+    /// Threads in loop mode, each making N calls.
+    #[arg(long, value_name = "T", requires = "loop_calls", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    threads: u32,
+}
+
+/// The work directory; removed on drop when the workload created it.
+struct WorkDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl WorkDir {
+    fn new(dir: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(dir) = dir {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            return Ok(WorkDir {
+                path: dir.to_owned(),
+                remove: false,
+            });
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path =
+            std::env::temp_dir().join(format!("sendfile-workload-{}-{nanos}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(WorkDir { path, remove: true })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let usage_error =
+        |msg: String| -> ! { Cli::command().error(ErrorKind::InvalidValue, msg).exit() };
+    let selected = cases::select(&cli.cases).unwrap_or_else(|msg| usage_error(msg));
+    let name = cli.file_name.as_bytes();
+    if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+        usage_error(format!(
+            "--file-name must be a plain file name, not {:?}",
+            cli.file_name
+        ));
+    }
+    if cli.list {
+        for v in cases::variants() {
+            println!("{}", v.name());
+        }
+        return ExitCode::SUCCESS;
+    }
+    match run(&cli, &selected) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("sendfile-workload: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sets the comm, prepares the directory and runs the cases or the loop.
+fn run(cli: &Cli, selected: &[cases::Variant]) -> anyhow::Result<bool> {
+    if let Some(comm) = &cli.comm {
+        // Before any thread exists, so loop threads inherit it.
+        sys::set_comm(comm.as_bytes()).context("prctl(PR_SET_NAME)")?;
+    }
+    let dir = WorkDir::new(cli.dir.as_deref())?;
+    if let Some(calls) = cli.loop_calls {
+        return bench::run(&dir.path, calls, cli.size, cli.threads);
+    }
+    let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;
+    cases::run_all(&ctx, selected, cli.repeat)
+}

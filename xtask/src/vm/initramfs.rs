@@ -1,0 +1,266 @@
+//! The guest's initramfs: a newc cpio archive with static busybox, an `/init` script, the
+//! command to run and the `--include`d files. Written directly (no `cpio` tool needed).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Names at `/` that an `--include` may not take (they are the guest's own).
+const RESERVED: &[&str] = &[
+    "bin", "dev", "etc", "init", "lib", "mnt", "proc", "root", "run", "sbin", "sys", "tmp", "usr",
+    "var",
+];
+
+/// What goes into the guest besides busybox and `/init`.
+pub struct Guest<'a> {
+    /// Path of a statically linked busybox on the host.
+    pub busybox: &'a Path,
+    /// Files copied to `/` + basename, mode kept.
+    pub includes: &'a [PathBuf],
+    /// Environment of the command (already validated names).
+    pub env: &'a [(String, String)],
+    /// Shell script run by `sh -c`.
+    pub script: &'a str,
+    /// Unique marker printed on ttyS0 before the exit status.
+    pub marker: &'a str,
+}
+
+/// Writes the initramfs for `guest` to `out`.
+pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut cpio = Newc::new(BufWriter::new(file));
+    for dir in [
+        "bin", "dev", "etc", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin",
+        "usr/sbin", "mnt",
+    ] {
+        cpio.dir(dir, 0o755)?;
+    }
+    // The kernel opens /dev/console for init before anything is mounted.
+    cpio.char_dev("dev/console", 0o600, 5, 1)?;
+    cpio.file_from("bin/busybox", 0o755, guest.busybox)?;
+    cpio.symlink("bin/sh", "busybox")?;
+    cpio.data("init", 0o755, init_script(guest.marker).as_bytes())?;
+    cpio.data("etc/xtask-cmd", 0o644, guest.script.as_bytes())?;
+    cpio.data("etc/xtask-env", 0o644, env_script(guest.env).as_bytes())?;
+    cpio.data("etc/hosts", 0o644, b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n")?;
+    cpio.data("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
+    cpio.data("etc/group", 0o644, b"root:x:0:\n")?;
+    let mut seen = Vec::new();
+    for inc in guest.includes {
+        let name = include_name(inc)?;
+        if seen.contains(&name) {
+            bail!("two --include files share the basename {name:?}");
+        }
+        let mode = std::fs::metadata(inc)
+            .with_context(|| format!("--include {}", inc.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        cpio.file_from(&name, mode | 0o400, inc)?;
+        seen.push(name);
+    }
+    cpio.finish()?;
+    Ok(())
+}
+
+/// The guest name (`/` + basename) of an `--include`, checked.
+fn include_name(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("--include {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("--include {}: not a regular file", path.display());
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("--include {}: no UTF-8 file name", path.display()))?
+        .to_owned();
+    if RESERVED.contains(&name.as_str()) {
+        bail!("--include {}: the guest needs /{name} itself", path.display());
+    }
+    Ok(name)
+}
+
+/// `export NAME='value'` lines, sourced by `/init`.
+fn env_script(env: &[(String, String)]) -> String {
+    env.iter()
+        .map(|(k, v)| format!("export {k}={}\n", super::shell_quote(v)))
+        .collect()
+}
+
+/// The guest's `/init`. ttyS0 is the console (kernel messages, init's own complaints, the exit
+/// marker), ttyS1 the command's stdout, ttyS2 its stderr; both set raw so bytes pass unchanged.
+fn init_script(marker: &str) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/:/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+hostname sendfile-vm
+ip link set lo up
+stty -F /dev/ttyS1 raw -echo
+stty -F /dev/ttyS2 raw -echo
+. /etc/xtask-env
+cd /
+sh -c "$(cat /etc/xtask-cmd)" </dev/null >/dev/ttyS1 2>/dev/ttyS2
+rc=$?
+# Setting a mode waits (TCSADRAIN) until everything written so far has left the port.
+stty -F /dev/ttyS1 raw
+stty -F /dev/ttyS2 raw
+echo "{marker} $rc" >/dev/ttyS0
+stty -F /dev/ttyS0 -echo
+poweroff -f
+"#
+    )
+}
+
+/// A minimal writer of the "newc" cpio format that the kernel unpacks.
+struct Newc<W: Write> {
+    out: W,
+    written: u64,
+    ino: u32,
+}
+
+impl<W: Write> Newc<W> {
+    fn new(out: W) -> Self {
+        Self { out, written: 0, ino: 1 }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self) -> io::Result<()> {
+        let n = (4 - (self.written % 4) as usize) % 4;
+        self.put(&[0u8; 3][..n])
+    }
+
+    fn header(&mut self, name: &str, mode: u32, size: u64, rdev: (u32, u32)) -> Result<()> {
+        let size = u32::try_from(size).context("file too large for a newc cpio (4 GiB)")?;
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let ino = self.ino;
+        self.ino += 1;
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            size,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        let mut h = String::from("070701");
+        for f in fields {
+            h.push_str(&format!("{f:08X}"));
+        }
+        self.put(h.as_bytes())?;
+        self.put(name.as_bytes())?;
+        self.put(&[0])?;
+        self.pad()?;
+        Ok(())
+    }
+
+    fn dir(&mut self, name: &str, perm: u32) -> Result<()> {
+        self.header(name, 0o040000 | perm, 0, (0, 0))
+    }
+
+    fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> Result<()> {
+        self.header(name, 0o020000 | perm, 0, (major, minor))
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> Result<()> {
+        self.header(name, 0o120777, target.len() as u64, (0, 0))?;
+        self.put(target.as_bytes())?;
+        self.pad()?;
+        Ok(())
+    }
+
+    fn data(&mut self, name: &str, perm: u32, bytes: &[u8]) -> Result<()> {
+        self.header(name, 0o100000 | perm, bytes.len() as u64, (0, 0))?;
+        self.put(bytes)?;
+        self.pad()?;
+        Ok(())
+    }
+
+    fn file_from(&mut self, name: &str, perm: u32, src: &Path) -> Result<()> {
+        let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+        let len = f.metadata()?.len();
+        self.header(name, 0o100000 | perm, len, (0, 0))?;
+        let copied = io::copy(&mut (&mut f).take(len), &mut self.out)?;
+        if copied != len {
+            bail!("{} changed size while being read", src.display());
+        }
+        self.written += copied;
+        self.pad()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.header("TRAILER!!!", 0, 0, (0, 0))?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Whether `path` is an ELF executable with a program interpreter (dynamically linked).
+/// `None` when it is not an ELF file at all (a script, say).
+pub fn elf_is_dynamic(path: &Path) -> Result<Option<bool>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .take(1 << 20)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() < 0x34 || &bytes[..4] != b"\x7fELF" || bytes[5] != 1 {
+        return Ok(None);
+    }
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at =
+        |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let (phoff, phentsize, phnum) = match bytes[4] {
+        1 => (u32_at(0x1c).map(|v| v as usize), u16_at(0x2a), u16_at(0x2c)),
+        2 => (
+            bytes
+                .get(0x20..0x28)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize),
+            u16_at(0x36),
+            u16_at(0x38),
+        ),
+        _ => return Ok(None),
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (phoff, phentsize, phnum) else {
+        return Ok(None);
+    };
+    for i in 0..phnum {
+        match u32_at(phoff + i * phentsize) {
+            Some(3) => return Ok(Some(true)), // PT_INTERP
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(false))
+}

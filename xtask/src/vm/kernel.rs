@@ -1,0 +1,195 @@
+//! Debian kernels and host tools from apt: fetched once into `target/vm-cache/`, never installed
+//! as the host's kernel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+
+use anyhow::{Context, Result, bail};
+
+/// Package used when apt cannot list candidates (measured to work, 2026-11).
+fn fallback_package(kernel: &str) -> Option<&'static str> {
+    match kernel {
+        "6.1" => Some("linux-image-6.1.0-56-amd64"),
+        "6.12" => Some("linux-image-6.12.117+deb12-amd64"),
+        _ => None,
+    }
+}
+
+/// The sort key of a `linux-image-*-amd64` package name if it belongs to `kernel`:
+/// 6.1 is `linux-image-6.1.0-<abi>-amd64`, 6.12 is `linux-image-6.12.<n>+deb<d>-amd64`.
+fn package_key(kernel: &str, name: &str) -> Option<(u64, u64)> {
+    let mid = name.strip_prefix("linux-image-")?.strip_suffix("-amd64")?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match kernel {
+        "6.1" => {
+            let abi = mid.strip_prefix("6.1.0-")?;
+            all_digits(abi).then(|| (abi.parse().ok().unwrap_or(0), 0))
+        }
+        "6.12" => {
+            let (sub, deb) = mid.strip_prefix("6.12.")?.split_once("+deb")?;
+            (all_digits(sub) && all_digits(deb))
+                .then(|| (sub.parse().unwrap_or(0), deb.parse().unwrap_or(0)))
+        }
+        _ => None,
+    }
+}
+
+/// The newest package apt knows for `kernel`, if any.
+fn newest_package(kernel: &str) -> Option<String> {
+    let out = Command::new("apt-cache")
+        .args(["pkgnames", "linux-image-6."])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|n| package_key(kernel, n.trim()).map(|k| (k, n.trim().to_owned())))
+        .max()
+        .map(|(_, n)| n)
+}
+
+static APT_UPDATE: Once = Once::new();
+
+/// Runs `apt-get update` at most once per process.
+fn apt_update() {
+    APT_UPDATE.call_once(|| {
+        eprintln!("xtask vm: apt-get update");
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status();
+    });
+}
+
+/// Runs an apt command quietly; on failure returns its output as the error.
+fn apt(cmd: &str, args: &[&str], dir: Option<&Path>) -> Result<()> {
+    let mut c = Command::new(cmd);
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    if let Some(dir) = dir {
+        c.current_dir(dir);
+    }
+    let out = c
+        .output()
+        .with_context(|| format!("running {cmd} (is this a Debian-like host?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {} failed ({}):\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `apt-get install -y` of `packages`, with one `apt-get update` if the first try fails.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    eprintln!("xtask vm: apt-get install {}", packages.join(" "));
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    if apt("apt-get", &args, None).is_ok() {
+        return Ok(());
+    }
+    apt_update();
+    apt("apt-get", &args, None)
+}
+
+/// Finds `prog` on PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// The `vmlinuz-*` under an unpacked package root.
+fn vmlinuz_in(root: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(root.join("boot"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+}
+
+/// Downloads and unpacks the newest `linux-image` package of `kernel` (6.1 or 6.12) into
+/// `cache/<kernel>/root` unless it is there already; returns the vmlinuz path.
+pub fn ensure(kernel: &str, cache: &Path, tmp: &Path) -> Result<PathBuf> {
+    let fallback =
+        fallback_package(kernel).with_context(|| format!("unknown VM kernel {kernel:?}"))?;
+    let dir = cache.join(kernel);
+    let root = dir.join("root");
+    if let Some(v) = vmlinuz_in(&root) {
+        return Ok(v);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let package = newest_package(kernel)
+        .or_else(|| {
+            apt_update();
+            newest_package(kernel)
+        })
+        .unwrap_or_else(|| fallback.to_owned());
+    eprintln!("xtask vm: fetching {package} (about 70 MB) into {}", dir.display());
+    let dl = tmp.join("download");
+    std::fs::create_dir_all(&dl)?;
+    let mut got = apt("apt-get", &["download", "-q", &package], Some(&dl));
+    if got.is_err() {
+        apt_update();
+        got = apt("apt-get", &["download", "-q", &package], Some(&dl));
+    }
+    let package = if got.is_err() && package != fallback {
+        apt("apt-get", &["download", "-q", fallback], Some(&dl))
+            .with_context(|| format!("downloading {package}: {:#}", got.unwrap_err()))?;
+        fallback.to_owned()
+    } else {
+        got?;
+        package
+    };
+    let deb = std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    // Unpack beside the cache and rename into place, so concurrent runs never see half a tree.
+    let staging = dir.join(format!("root.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    apt(
+        "dpkg",
+        &["-x", deb.to_str().context("non-UTF-8 path")?, staging.to_str().context("non-UTF-8 path")?],
+        None,
+    )?;
+    std::fs::remove_file(&deb)?;
+    if vmlinuz_in(&staging).is_none() {
+        let _ = std::fs::remove_dir_all(&staging);
+        bail!("{package} has no /boot/vmlinuz-*");
+    }
+    if std::fs::rename(&staging, &root).is_err() {
+        // Another run won the race; use its tree.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    std::fs::write(dir.join("package"), format!("{package}\n"))?;
+    vmlinuz_in(&root).context("kernel cache vanished")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_key;
+
+    #[test]
+    fn package_names() {
+        assert_eq!(package_key("6.1", "linux-image-6.1.0-56-amd64"), Some((56, 0)));
+        assert_eq!(package_key("6.1", "linux-image-6.1.0-56-rt-amd64"), None);
+        assert_eq!(package_key("6.1", "linux-image-6.1.0-56-cloud-amd64"), None);
+        assert_eq!(package_key("6.12", "linux-image-6.1.0-56-amd64"), None);
+        assert_eq!(package_key("6.12", "linux-image-6.12.117+deb12-amd64"), Some((117, 12)));
+        assert_eq!(package_key("6.12", "linux-image-6.12.117+deb12-rt-amd64"), None);
+        assert_eq!(package_key("6.1", "linux-image-6.12.117+deb12-amd64"), None);
+    }
+}
