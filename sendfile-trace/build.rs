@@ -18,5 +18,8 @@ fn main() {
             path.display()
         );
     }
-    println!("cargo:rustc-env=SENDFILE_TRACE_BPF_OBJECT={}", path.display());
+    println!(
+        "cargo:rustc-env=SENDFILE_TRACE_BPF_OBJECT={}",
+        path.display()
+    );
 }

@@ -179,9 +179,7 @@ mod user {
         /// The record's bytes, as the kernel side writes them (for tests and benches).
         pub fn as_bytes(&self) -> &[u8] {
             // SAFETY: repr(C) plain data without implicit padding (checked by a test).
-            unsafe {
-                core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE)
-            }
+            unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE) }
         }
     }
 }
@@ -193,7 +191,10 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InFlight>(), 4 * 8 + 6 * 4);
-        assert_eq!(core::mem::size_of::<SendfileRecord>(), 10 * 8 + 6 * 4 + TASK_COMM_LEN);
+        assert_eq!(
+            core::mem::size_of::<SendfileRecord>(),
+            10 * 8 + 6 * 4 + TASK_COMM_LEN
+        );
         assert_eq!(core::mem::align_of::<SendfileRecord>(), 8);
     }
 

@@ -15,7 +15,10 @@ use crate::{capture, regs};
 #[fentry]
 pub fn sendfile_fentry_x64(ctx: FEntryContext) -> u32 {
     if let Some(r) = regs::read_regs(ctx.arg::<u64>(0)) {
-        capture::enter(regs::x64_args(&r, NR_SENDFILE64_X86_64), Hook::Fentry as u32);
+        capture::enter(
+            regs::x64_args(&r, NR_SENDFILE64_X86_64),
+            Hook::Fentry as u32,
+        );
     }
     0
 }
@@ -47,6 +50,18 @@ macro_rules! ia32_pair {
     };
 }
 
-ia32_pair!(sendfile_fentry_ia32_a, sendfile_fexit_ia32_a, "first ia32 entry point");
-ia32_pair!(sendfile_fentry_ia32_b, sendfile_fexit_ia32_b, "second ia32 entry point");
-ia32_pair!(sendfile_fentry_ia32_c, sendfile_fexit_ia32_c, "third ia32 entry point");
+ia32_pair!(
+    sendfile_fentry_ia32_a,
+    sendfile_fexit_ia32_a,
+    "first ia32 entry point"
+);
+ia32_pair!(
+    sendfile_fentry_ia32_b,
+    sendfile_fexit_ia32_b,
+    "second ia32 entry point"
+);
+ia32_pair!(
+    sendfile_fentry_ia32_c,
+    sendfile_fexit_ia32_c,
+    "third ia32 entry point"
+);

@@ -12,7 +12,10 @@ use crate::{capture, regs};
 #[kprobe]
 pub fn sendfile_kprobe_x64(ctx: ProbeContext) -> u32 {
     if let Some(r) = ctx.arg::<u64>(0).and_then(regs::read_regs) {
-        capture::enter(regs::x64_args(&r, NR_SENDFILE64_X86_64), Hook::Kprobe as u32);
+        capture::enter(
+            regs::x64_args(&r, NR_SENDFILE64_X86_64),
+            Hook::Kprobe as u32,
+        );
     }
     0
 }

@@ -88,7 +88,11 @@ mod tests {
         assert_eq!(parse_ring_size("256K"), Ok(262144));
         assert_eq!(parse_ring_size("4M"), Ok(4 << 20));
         assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
-        assert!(parse_ring_size("3000").unwrap_err().contains("power of two"));
+        assert!(
+            parse_ring_size("3000")
+                .unwrap_err()
+                .contains("power of two")
+        );
         assert!(parse_ring_size("12K").unwrap_err().contains("power of two"));
         assert!(parse_ring_size("4X").unwrap_err().contains("not a size"));
         assert!(parse_ring_size("8G").unwrap_err().contains("too large"));

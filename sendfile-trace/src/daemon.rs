@@ -109,8 +109,10 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
         .map_err(|e| Error::Load(one_line(&e)))?;
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| Error::Runtime(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+            Error::Runtime(format!("cannot poll the ring buffer: {}", e.into_parts().1))
+        })?;
     let signal_err = |e: std::io::Error| Error::Runtime(format!("cannot handle signals: {e}"));
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;

@@ -2,10 +2,10 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
 use sendfile_trace_common::{
     Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, SendfileRecord, flags,
 };
+use serde::Serialize;
 
 use crate::{SCHEMA_VERSION, system::WallClock};
 
@@ -304,7 +304,12 @@ mod tests {
 
     #[test]
     fn hostile_process_names_stay_one_line_and_exact() {
-        for name in [&b"a\"b\\c\nd"[..], b"\x1b[31mred\t", b"\xff\xfeok\x01", b"fifteen_chars_x"] {
+        for name in [
+            &b"a\"b\\c\nd"[..],
+            b"\x1b[31mred\t",
+            b"\xff\xfeok\x01",
+            b"fifteen_chars_x",
+        ] {
             let mut r = record();
             r.comm = [0; 16];
             r.comm[..name.len()].copy_from_slice(name);

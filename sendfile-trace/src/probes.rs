@@ -111,11 +111,15 @@ fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, String> {
 
 /// Adds what a user can do about the kernel's most common refusals.
 fn explain(reason: &str) -> String {
-    let reason = reason.trim_end_matches(" Verifier output:").trim_end_matches('.');
+    let reason = reason
+        .trim_end_matches(" Verifier output:")
+        .trim_end_matches('.');
     if reason.contains("kprobe/type") {
         format!("{reason} (this kernel has no kprobe PMU: built without CONFIG_KPROBES)")
     } else if reason.contains("Operation not permitted") {
-        format!("{reason} (the kernel refuses this program type: lockdown, an LSM policy or a sandbox)")
+        format!(
+            "{reason} (the kernel refuses this program type: lockdown, an LSM policy or a sandbox)"
+        )
     } else {
         reason.to_owned()
     }
@@ -130,7 +134,9 @@ fn syscall_functions() -> Result<(&'static str, bool, Vec<&'static str>), String
     } else if syms.contains(NOWRAP_FN) {
         (NOWRAP_FN, false)
     } else {
-        return Err(format!("neither {X64_FN} nor {NOWRAP_FN} is in /proc/kallsyms"));
+        return Err(format!(
+            "neither {X64_FN} nor {NOWRAP_FN} is in /proc/kallsyms"
+        ));
     };
     let ia32 = IA32_FNS.into_iter().filter(|f| syms.contains(*f)).collect();
     Ok((x64, wrapped, ia32))
@@ -155,7 +161,8 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     let ret: &mut KProbe = program(ebpf, "sendfile_kretprobe")?;
     ret.load().map_err(|e| err("loading the kretprobe", e))?;
     for f in &all {
-        ret.attach(f, 0).map_err(|e| err(&format!("kretprobe on {f}"), e))?;
+        ret.attach(f, 0)
+            .map_err(|e| err(&format!("kretprobe on {f}"), e))?;
     }
     let entry_x64 = if wrapped {
         "sendfile_kprobe_x64"
@@ -164,12 +171,14 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     };
     let p: &mut KProbe = program(ebpf, entry_x64)?;
     p.load().map_err(|e| err("loading the kprobe", e))?;
-    p.attach(x64, 0).map_err(|e| err(&format!("kprobe on {x64}"), e))?;
+    p.attach(x64, 0)
+        .map_err(|e| err(&format!("kprobe on {x64}"), e))?;
     if !ia32.is_empty() {
         let p: &mut KProbe = program(ebpf, "sendfile_kprobe_ia32")?;
         p.load().map_err(|e| err("loading the ia32 kprobe", e))?;
         for f in &ia32 {
-            p.attach(f, 0).map_err(|e| err(&format!("kprobe on {f}"), e))?;
+            p.attach(f, 0)
+                .map_err(|e| err(&format!("kprobe on {f}"), e))?;
         }
     }
     Ok(all.into_iter().map(String::from).collect())
@@ -184,7 +193,9 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     }
     let (x64, wrapped, ia32) = syscall_functions()?;
     if !wrapped {
-        return Err(format!("{X64_FN} not found; fentry here supports wrapped syscalls only"));
+        return Err(format!(
+            "{X64_FN} not found; fentry here supports wrapped syscalls only"
+        ));
     }
     let btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {}", one_line(&e)))?;
     let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
@@ -198,10 +209,12 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     let mut targets = Vec::new();
     for ((entry, exit), f) in pairs {
         let p: &mut FExit = program(ebpf, exit)?;
-        p.load(f, &btf).map_err(|e| err(&format!("loading fexit for {f}"), e))?;
+        p.load(f, &btf)
+            .map_err(|e| err(&format!("loading fexit for {f}"), e))?;
         p.attach().map_err(|e| err(&format!("fexit on {f}"), e))?;
         let p: &mut FEntry = program(ebpf, entry)?;
-        p.load(f, &btf).map_err(|e| err(&format!("loading fentry for {f}"), e))?;
+        p.load(f, &btf)
+            .map_err(|e| err(&format!("loading fentry for {f}"), e))?;
         p.attach().map_err(|e| err(&format!("fentry on {f}"), e))?;
         targets.push(f.to_owned());
     }
@@ -226,7 +239,8 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     ] {
         let p: &mut RawTracePoint = program(ebpf, name)?;
         p.load().map_err(|e| err(&format!("loading {name}"), e))?;
-        p.attach(tp).map_err(|e| err(&format!("raw tracepoint {tp}"), e))?;
+        p.attach(tp)
+            .map_err(|e| err(&format!("raw tracepoint {tp}"), e))?;
     }
     Ok(vec![
         "syscalls:sys_enter_sendfile64".into(),

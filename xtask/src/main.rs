@@ -1,12 +1,16 @@
-//! `cargo xtask`: the project's build, run, test, bench and VM commands.
+//! `cargo xtask`: the project's build, run, test and VM commands.
 
+mod compile;
+mod run;
+mod test;
+mod tools;
 mod vm;
 
 use clap::{Parser, Subcommand};
 
 /// Command line of `cargo xtask`.
 #[derive(Parser)]
-#[command(about = "Build, run, test and benchmark sendfile-trace")]
+#[command(about = "Build, run and test sendfile-trace")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,6 +19,14 @@ struct Cli {
 /// The xtask subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// Install what is missing, build everything, trace the bundled workload, print its events.
+    Run,
+    /// Install what is missing and run the whole test suite.
+    Test(test::TestArgs),
+    /// Build the release binaries (target/release/sendfile-trace, sendfile-workload).
+    Build,
+    /// Build only the BPF object.
+    BuildEbpf,
     /// Boot a Debian kernel under QEMU and run a command inside it.
     Vm(vm::VmArgs),
 }
@@ -22,6 +34,17 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run => run::run(),
+        Command::Test(args) => test::test(args),
+        Command::Build => tools::ensure_all()
+            .and_then(|()| compile::build_host())
+            .map(|()| 0),
+        Command::BuildEbpf => tools::ensure_all()
+            .and_then(|()| compile::build_ebpf())
+            .map(|p| {
+                eprintln!("xtask: BPF object at {}", p.display());
+                0
+            }),
         Command::Vm(args) => vm::run(args),
     };
     match result {

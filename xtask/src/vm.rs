@@ -98,7 +98,10 @@ pub fn run_in_vm(
     timeout: Duration,
 ) -> Result<i32> {
     if !KERNELS.contains(&kernel) {
-        bail!("unknown kernel {kernel:?}; expected one of {}", KERNELS.join(", "));
+        bail!(
+            "unknown kernel {kernel:?}; expected one of {}",
+            KERNELS.join(", ")
+        );
     }
     let script = shell_script(command)?;
     let mut full_env = env.to_vec();
@@ -138,7 +141,11 @@ pub fn shell_script(command: &[String]) -> Result<String> {
     match command {
         [] => bail!("no command given"),
         [one] => Ok(one.clone()),
-        many => Ok(many.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")),
+        many => Ok(many
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")),
     }
 }
 
@@ -223,7 +230,9 @@ fn run_on_host(
 ) -> Result<i32> {
     let tmp = TempDir::new()?;
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script).envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if !includes.is_empty() {
         let bin = tmp.path.join("bin");
         std::fs::create_dir(&bin)?;
@@ -246,7 +255,10 @@ fn run_on_host(
         if start.elapsed() >= timeout {
             kill_group(child.id());
             let _ = child.wait();
-            bail!("command timed out after {} s on the host", timeout.as_secs());
+            bail!(
+                "command timed out after {} s on the host",
+                timeout.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -325,7 +337,9 @@ fn serial_reader(
     console: Arc<Mutex<ConsoleState>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else { return };
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
         drop(listener);
         let mut buf = [0u8; 8192];
         let mut line = Vec::new();
@@ -422,7 +436,13 @@ fn run_qemu(
     let initrd = tmp.path.join("initramfs.cpio");
     initramfs::write(
         &initrd,
-        &initramfs::Guest { busybox: &busybox, includes, env, script, marker: &marker },
+        &initramfs::Guest {
+            busybox: &busybox,
+            includes,
+            env,
+            script,
+            marker: &marker,
+        },
     )?;
 
     // Unix socket paths are limited to 108 bytes; fall back to /tmp for deep workspaces.
@@ -437,13 +457,32 @@ fn run_qemu(
     };
     let tail = Tail::default();
     let console = Arc::new(Mutex::new(ConsoleState::default()));
-    let ports = [("console", Sink::Console), ("stdout", Sink::Stdout), ("stderr", Sink::Stderr)];
+    let ports = [
+        ("console", Sink::Console),
+        ("stdout", Sink::Stdout),
+        ("stderr", Sink::Stderr),
+    ];
     let mut socks = Vec::new();
     let mut readers = Vec::new();
     let mut qemu_cmd = Command::new(&qemu);
     qemu_cmd.args([
-        "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G", "-nodefaults", "-no-user-config",
-        "-display", "none", "-monitor", "none", "-no-reboot", "-nic", "none",
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "1G",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
     ]);
     for (i, (tag, sink)) in ports.into_iter().enumerate() {
         let path = sock_dir.join(format!("ttyS{i}.sock"));
@@ -476,7 +515,11 @@ fn run_qemu(
         .stderr(Stdio::piped());
 
     let start = Instant::now();
-    let mut child = KillOnDrop(qemu_cmd.spawn().with_context(|| format!("starting {}", qemu.display()))?);
+    let mut child = KillOnDrop(
+        qemu_cmd
+            .spawn()
+            .with_context(|| format!("starting {}", qemu.display()))?,
+    );
     let mut qemu_stderr = child.0.stderr.take().context("QEMU stderr")?;
     let qemu_err = std::thread::spawn(move || {
         let mut s = String::new();
@@ -515,7 +558,10 @@ fn run_qemu(
         tail.push("qemu", l.as_bytes());
     }
     if std::env::var_os("XTASK_VM_VERBOSE").is_some() {
-        eprintln!("xtask vm: kernel {kernel}: QEMU ran {:.1} s", elapsed.as_secs_f64());
+        eprintln!(
+            "xtask vm: kernel {kernel}: QEMU ran {:.1} s",
+            elapsed.as_secs_f64()
+        );
     }
     let status = console.lock().unwrap().status;
     match (ending, status) {

@@ -45,7 +45,11 @@ pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     cpio.data("init", 0o755, init_script(guest.marker).as_bytes())?;
     cpio.data("etc/xtask-cmd", 0o644, guest.script.as_bytes())?;
     cpio.data("etc/xtask-env", 0o644, env_script(guest.env).as_bytes())?;
-    cpio.data("etc/hosts", 0o644, b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n")?;
+    cpio.data(
+        "etc/hosts",
+        0o644,
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n",
+    )?;
     cpio.data("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.data("etc/group", 0o644, b"root:x:0:\n")?;
     let mut seen = Vec::new();
@@ -78,7 +82,10 @@ fn include_name(path: &Path) -> Result<String> {
         .with_context(|| format!("--include {}: no UTF-8 file name", path.display()))?
         .to_owned();
     if RESERVED.contains(&name.as_str()) {
-        bail!("--include {}: the guest needs /{name} itself", path.display());
+        bail!(
+            "--include {}: the guest needs /{name} itself",
+            path.display()
+        );
     }
     Ok(name)
 }
@@ -140,7 +147,11 @@ struct Newc<W: Write> {
 
 impl<W: Write> Newc<W> {
     fn new(out: W) -> Self {
-        Self { out, written: 0, ino: 1 }
+        Self {
+            out,
+            written: 0,
+            ino: 1,
+        }
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -238,9 +249,16 @@ pub fn elf_is_dynamic(path: &Path) -> Result<Option<bool>> {
     if bytes.len() < 0x34 || &bytes[..4] != b"\x7fELF" || bytes[5] != 1 {
         return Ok(None);
     }
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at =
-        |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let (phoff, phentsize, phnum) = match bytes[4] {
         1 => (u32_at(0x1c).map(|v| v as usize), u16_at(0x2a), u16_at(0x2c)),
         2 => (

@@ -136,7 +136,10 @@ pub fn ensure(kernel: &str, cache: &Path, tmp: &Path) -> Result<PathBuf> {
             newest_package(kernel)
         })
         .unwrap_or_else(|| fallback.to_owned());
-    eprintln!("xtask vm: fetching {package} (about 70 MB) into {}", dir.display());
+    eprintln!(
+        "xtask vm: fetching {package} (about 70 MB) into {}",
+        dir.display()
+    );
     let dl = tmp.join("download");
     std::fs::create_dir_all(&dl)?;
     let mut got = apt("apt-get", &["download", "-q", &package], Some(&dl));
@@ -162,7 +165,11 @@ pub fn ensure(kernel: &str, cache: &Path, tmp: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&staging);
     apt(
         "dpkg",
-        &["-x", deb.to_str().context("non-UTF-8 path")?, staging.to_str().context("non-UTF-8 path")?],
+        &[
+            "-x",
+            deb.to_str().context("non-UTF-8 path")?,
+            staging.to_str().context("non-UTF-8 path")?,
+        ],
         None,
     )?;
     std::fs::remove_file(&deb)?;
@@ -184,12 +191,21 @@ mod tests {
 
     #[test]
     fn package_names() {
-        assert_eq!(package_key("6.1", "linux-image-6.1.0-56-amd64"), Some((56, 0)));
+        assert_eq!(
+            package_key("6.1", "linux-image-6.1.0-56-amd64"),
+            Some((56, 0))
+        );
         assert_eq!(package_key("6.1", "linux-image-6.1.0-56-rt-amd64"), None);
         assert_eq!(package_key("6.1", "linux-image-6.1.0-56-cloud-amd64"), None);
         assert_eq!(package_key("6.12", "linux-image-6.1.0-56-amd64"), None);
-        assert_eq!(package_key("6.12", "linux-image-6.12.117+deb12-amd64"), Some((117, 12)));
-        assert_eq!(package_key("6.12", "linux-image-6.12.117+deb12-rt-amd64"), None);
+        assert_eq!(
+            package_key("6.12", "linux-image-6.12.117+deb12-amd64"),
+            Some((117, 12))
+        );
+        assert_eq!(
+            package_key("6.12", "linux-image-6.12.117+deb12-rt-amd64"),
+            None
+        );
         assert_eq!(package_key("6.1", "linux-image-6.12.117+deb12-amd64"), None);
     }
 }

@@ -1,0 +1,375 @@
+//! The real tracer beside the real workload, as root: every call of the workload is matched by
+//! exactly one event and every field is compared; hooks that cannot work here must fail with the
+//! expected reason.
+
+mod support;
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::*;
+
+/// The comm the workload has when it does not rename itself.
+const DEFAULT_COMM: &[u8] = b"sendfile-worklo";
+
+fn assert_unsupported(hook: &str, reason: &str) {
+    let failure = match Tracer::start(hook, &[]) {
+        Ok(t) => {
+            let stopped = t.stop();
+            panic!(
+                "hook {hook} attached but should be unsupported here: {}",
+                stopped.stderr
+            );
+        }
+        Err(f) => f,
+    };
+    assert_eq!(failure.status.code(), Some(1), "{hook}: {}", failure.stderr);
+    let last = failure.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("sendfile-trace: error: hook ") && last.contains(reason),
+        "{hook}: expected one line with {reason:?}, got {:?}",
+        failure.stderr
+    );
+}
+
+#[test]
+fn every_hook_traces_every_call_exactly() {
+    require_root();
+    for hook in hooks() {
+        if let Expect::Unsupported(reason) = expectation(&hook) {
+            assert_unsupported(&hook, reason);
+            eprintln!("{hook}: unsupported here, as expected ({reason})");
+            continue;
+        }
+        let start = now_ns();
+        let tracer = Tracer::start(&hook, &[]).unwrap_or_else(|f| panic!("{hook}: {f:?}"));
+        let calls = run_workload(&workload_bin(), &[]);
+        let calls32 = workload32_bin().map(|b| run_workload(&b, &[]));
+        let stopped = tracer.stop();
+        let window = (start, now_ns());
+        check_frame(&stopped);
+        compare(&stopped.records, &calls, &hook, DEFAULT_COMM, window);
+        if let Some(calls32) = &calls32 {
+            assert!(calls32.iter().all(|c| c["compat"] == true));
+            assert!(calls32.iter().any(|c| c["syscallNr"] == 187));
+            assert!(calls32.iter().any(|c| c["syscallNr"] == 239));
+            compare(&stopped.records, calls32, &hook, DEFAULT_COMM, window);
+        }
+        eprintln!(
+            "{hook}: {} + {} calls matched field by field",
+            calls.len(),
+            calls32.map_or(0, |c| c.len())
+        );
+    }
+}
+
+#[test]
+fn auto_picks_the_first_hook_that_works_and_says_why_not_the_others() {
+    require_root();
+    let order = ["kprobe", "fentry", "tracepoint"];
+    let chosen = order
+        .iter()
+        .position(|h| expectation(h) == Expect::Works)
+        .expect("some hook works");
+    let t = Tracer::start(order[chosen], &[]).map(|t| t.stop());
+    assert!(
+        t.is_ok(),
+        "the expected hook {} works on its own",
+        order[chosen]
+    );
+
+    let out = Command::new(tracer_bin())
+        .args(["--hook", "auto"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // SAFETY: signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    assert!(status.success());
+    let start: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(start["eventName"], "tracer_start");
+    assert_eq!(start["hook"], order[chosen], "{start}");
+    let fallbacks = start["fallbacks"].as_array().unwrap();
+    assert_eq!(fallbacks.len(), chosen, "{start}");
+    for (f, hook) in fallbacks.iter().zip(order) {
+        assert_eq!(f["hook"], hook);
+        let Expect::Unsupported(reason) = expectation(hook) else {
+            panic!("{hook} should have worked: {f}");
+        };
+        assert!(f["reason"].as_str().unwrap().contains(reason), "{f}");
+    }
+}
+
+#[test]
+fn hostile_process_names_stay_exact_in_one_line_of_json() {
+    require_root();
+    let comm: &[u8] = b"a\"b\\\nc\xff\x1b[0m";
+    let file_name: &[u8] = b"in\"put\n\\x\xfe.bin";
+    let start = now_ns();
+    let tracer = Tracer::start("auto", &[]).unwrap();
+    let hook = tracer_hook();
+    let calls = run_workload(
+        &workload_bin(),
+        &[
+            OsStr::new("--comm"),
+            os(comm),
+            OsStr::new("--file-name"),
+            os(file_name),
+            OsStr::new("--case"),
+            OsStr::new("file_to_file_offset"),
+            OsStr::new("--case"),
+            OsStr::new("ebadf"),
+        ],
+    );
+    let stopped = tracer.stop();
+    check_frame(&stopped);
+    for line in &stopped.lines {
+        assert!(!line.contains('\n') && !line.contains('\r'));
+    }
+    compare(
+        &stopped.records,
+        &calls,
+        &hook,
+        &kernel_comm(comm),
+        (start, now_ns()),
+    );
+}
+
+/// The hook `auto` picks here.
+fn tracer_hook() -> String {
+    ["kprobe", "fentry", "tracepoint"]
+        .into_iter()
+        .find(|h| expectation(h) == Expect::Works)
+        .unwrap()
+        .to_owned()
+}
+
+/// One sendfile call as strace -f prints it.
+#[derive(Debug)]
+struct StraceCall {
+    pid: i64,
+    out_fd: i64,
+    in_fd: i64,
+    offset: Option<(i64, i64)>,
+    count: u64,
+    ret: i64,
+    errno: Option<String>,
+}
+
+fn parse_strace(line: &str) -> Option<StraceCall> {
+    let (pid, rest) = line.split_once(' ')?;
+    let rest = rest.trim_start().strip_prefix("sendfile(")?;
+    // strace pads the result column: "sendfile(4, 3, NULL, 16)          = -1 EINVAL (…)".
+    let (args, result) = rest.rsplit_once(" = ")?;
+    let args = args.trim_end().strip_suffix(')')?;
+    let parts: Vec<&str> = args.split(", ").collect();
+    let [out_fd, in_fd, offset, count] = parts[..] else {
+        return None;
+    };
+    let bracket = |s: &str| {
+        s.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    };
+    let offset = if offset.starts_with('[') {
+        let (b, a) = offset.split_once(" => ").unwrap_or((offset, offset));
+        Some((bracket(b)?, bracket(a)?))
+    } else {
+        None
+    };
+    let mut res = result.split_whitespace();
+    let ret: i64 = res.next()?.parse().ok()?;
+    Some(StraceCall {
+        pid: pid.parse().ok()?,
+        out_fd: out_fd.parse().ok()?,
+        in_fd: in_fd.parse().ok()?,
+        offset,
+        count: count.parse().ok()?,
+        ret,
+        errno: res.next().map(str::to_owned),
+    })
+}
+
+#[test]
+fn strace_as_an_independent_oracle_agrees() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let tracer = Tracer::start("auto", &[]).unwrap();
+    let status = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=sendfile",
+            "-e",
+            "signal=none",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(workload_bin())
+        .stdout(Stdio::null())
+        .status()
+        .expect("strace is needed (cargo xtask test installs it)");
+    assert!(status.success());
+    let stopped = tracer.stop();
+    check_frame(&stopped);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<StraceCall> = text.lines().filter_map(parse_strace).collect();
+    assert_eq!(
+        calls.len(),
+        text.lines().filter(|l| l.contains("sendfile(")).count(),
+        "every strace line parsed: {text}"
+    );
+    assert!(calls.len() >= 10, "{text}");
+    let events = events_of(&stopped.records, calls[0].pid);
+    assert_eq!(
+        events.len(),
+        calls.len(),
+        "strace: {text}\nevents: {events:#?}"
+    );
+    for (c, e) in calls.iter().zip(&events) {
+        let ctx = format!("{c:?}\n{e}");
+        assert_eq!(e["threadId"], c.pid, "{ctx}");
+        assert_eq!(e["args"][0]["value"], c.out_fd, "{ctx}");
+        assert_eq!(e["args"][1]["value"], c.in_fd, "{ctx}");
+        assert_eq!(e["args"][3]["value"], c.count, "{ctx}");
+        match &c.errno {
+            Some(name) => {
+                assert_eq!(c.ret, -1, "{ctx}");
+                assert_eq!(e["errno"], name.as_str(), "{ctx}");
+                assert!(e["returnValue"].as_i64().unwrap() < 0, "{ctx}");
+            }
+            None => {
+                assert_eq!(e["returnValue"], c.ret, "{ctx}");
+                assert_eq!(e["errno"], Value::Null, "{ctx}");
+            }
+        }
+        match c.offset {
+            Some((before, after)) => {
+                assert_eq!(e["offsetValue"], before, "{ctx}");
+                assert_eq!(e["offsetAfter"], after, "{ctx}");
+            }
+            None => {
+                // NULL or an unreadable pointer (strace prints it as an address).
+                assert_eq!(e["offsetValue"], Value::Null, "{ctx}");
+                assert_eq!(e["offsetAfter"], Value::Null, "{ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_tracer_cleanly() {
+    require_root();
+    let mut child = Command::new(tracer_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("tracer_start"));
+    drop(reader);
+    // Events now hit a closed pipe: EPIPE must end the tracer with status 0, no panic.
+    let _ = run_workload(
+        &workload_bin(),
+        &[OsStr::new("--case"), OsStr::new("count_zero")],
+    );
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn output_file_is_private_refuses_symlinks_and_sigterm_drains() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let path_s = path.to_str().unwrap();
+    let tracer = Tracer::start("auto", &["--output", path_s]).unwrap();
+    let calls = run_workload(
+        &workload_bin(),
+        &[OsStr::new("--case"), OsStr::new("file_to_pipe")],
+    );
+    let stopped = tracer.stop_with(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(stopped.lines.is_empty(), "nothing on stdout with --output");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let records: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.last().unwrap()["reason"], "SIGTERM");
+    let pid = calls[0]["pid"].as_i64().unwrap();
+    assert_eq!(events_of(&records, pid).len(), 1);
+
+    let link = dir.path().join("planted");
+    std::os::unix::fs::symlink("/etc/passwd-never-written", &link).unwrap();
+    let out = Command::new(tracer_bin())
+        .arg("--output")
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot open output file"), "{err}");
+    assert!(!std::path::Path::new("/etc/passwd-never-written").exists());
+}
+
+#[test]
+fn bad_input_and_missing_privileges_are_named_in_one_line() {
+    let out = Command::new(tracer_bin())
+        .args(["--ring-buffer-size", "3000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.lines().next().unwrap().contains("power of two"),
+        "{err}"
+    );
+
+    let out = Command::new(tracer_bin())
+        .args(["--hook", "uprobe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(tracer_bin())
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("insufficient privileges"), "{err}");
+}

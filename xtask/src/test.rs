@@ -1,0 +1,82 @@
+//! `cargo xtask test`: lints, unit tests, and the real integration suite (tracer + workload).
+
+use anyhow::Result;
+
+use crate::{
+    compile,
+    tools::{self, BPF_TOOLCHAIN, HOST_TOOLCHAIN, cargo},
+    vm::workspace_root,
+};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+fn lint() -> Result<()> {
+    let root = workspace_root();
+    let ebpf_dir = root.join("sendfile-trace-ebpf");
+    tools::run(
+        cargo(HOST_TOOLCHAIN)
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    tools::run(
+        cargo(BPF_TOOLCHAIN)
+            .current_dir(&ebpf_dir)
+            .args(["fmt", "--check"]),
+    )?;
+    tools::run(
+        cargo(HOST_TOOLCHAIN)
+            .current_dir(&root)
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
+    )?;
+    tools::run(
+        cargo(BPF_TOOLCHAIN)
+            .current_dir(&ebpf_dir)
+            .args([
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"])
+            .env("CARGO_TARGET_DIR", root.join("target/bpf")),
+    )
+}
+
+/// Runs the whole suite; the exit code is 0 only if everything passed.
+pub fn test(args: TestArgs) -> Result<i32> {
+    tools::ensure_all()?;
+    compile::build_host()?;
+    let workload32 = compile::build_workload32()?;
+    if !args.no_lint {
+        lint()?;
+    }
+    tools::run(
+        cargo(HOST_TOOLCHAIN)
+            .current_dir(workspace_root())
+            .args(["test", "--release", "--workspace"])
+            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object())
+            .env("SENDFILE_TRACE_BIN", compile::host_bin("sendfile-trace"))
+            .env(
+                "SENDFILE_WORKLOAD_BIN",
+                compile::host_bin("sendfile-workload"),
+            )
+            .env("SENDFILE_WORKLOAD32_BIN", &workload32),
+    )?;
+    Ok(0)
+}
