@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +18,8 @@ const RESERVED: &[&str] = &[
 pub struct Guest<'a> {
     /// Path of a statically linked busybox on the host.
     pub busybox: &'a Path,
+    /// The kernel's `config-<release>`, put at `/boot/` in the guest (no /proc/config.gz there).
+    pub kconfig: Option<&'a Path>,
     /// Files copied to `/` + basename, mode kept.
     pub includes: &'a [PathBuf],
     /// Environment of the command (already validated names).
@@ -34,9 +36,16 @@ pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     let mut cpio = Newc::new(BufWriter::new(file));
     for dir in [
         "bin", "dev", "etc", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin",
-        "usr/sbin", "mnt",
+        "usr/sbin", "mnt", "boot",
     ] {
         cpio.dir(dir, 0o755)?;
+    }
+    if let Some(config) = guest.kconfig {
+        let name = config
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("kconfig name")?;
+        cpio.file_from(&format!("boot/{name}"), 0o644, config)?;
     }
     // The kernel opens /dev/console for init before anything is mounted.
     cpio.char_dev("dev/console", 0o600, 5, 1)?;
@@ -126,6 +135,7 @@ stty -F /dev/ttyS1 raw -echo
 stty -F /dev/ttyS2 raw -echo
 . /etc/xtask-env
 cd /
+echo "{marker}-START $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0
 sh -c "$(cat /etc/xtask-cmd)" </dev/null >/dev/ttyS1 2>/dev/ttyS2
 rc=$?
 # Setting a mode waits (TCSADRAIN) until everything written so far has left the port.
@@ -165,7 +175,14 @@ impl<W: Write> Newc<W> {
         self.put(&[0u8; 3][..n])
     }
 
-    fn header(&mut self, name: &str, mode: u32, size: u64, rdev: (u32, u32)) -> Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        mode: u32,
+        size: u64,
+        rdev: (u32, u32),
+        mtime: u32,
+    ) -> Result<()> {
         let size = u32::try_from(size).context("file too large for a newc cpio (4 GiB)")?;
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
         let ino = self.ino;
@@ -176,7 +193,7 @@ impl<W: Write> Newc<W> {
             0,
             0,
             nlink,
-            0,
+            mtime,
             size,
             0,
             0,
@@ -197,22 +214,22 @@ impl<W: Write> Newc<W> {
     }
 
     fn dir(&mut self, name: &str, perm: u32) -> Result<()> {
-        self.header(name, 0o040000 | perm, 0, (0, 0))
+        self.header(name, 0o040000 | perm, 0, (0, 0), 0)
     }
 
     fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> Result<()> {
-        self.header(name, 0o020000 | perm, 0, (major, minor))
+        self.header(name, 0o020000 | perm, 0, (major, minor), 0)
     }
 
     fn symlink(&mut self, name: &str, target: &str) -> Result<()> {
-        self.header(name, 0o120777, target.len() as u64, (0, 0))?;
+        self.header(name, 0o120777, target.len() as u64, (0, 0), 0)?;
         self.put(target.as_bytes())?;
         self.pad()?;
         Ok(())
     }
 
     fn data(&mut self, name: &str, perm: u32, bytes: &[u8]) -> Result<()> {
-        self.header(name, 0o100000 | perm, bytes.len() as u64, (0, 0))?;
+        self.header(name, 0o100000 | perm, bytes.len() as u64, (0, 0), 0)?;
         self.put(bytes)?;
         self.pad()?;
         Ok(())
@@ -220,8 +237,10 @@ impl<W: Write> Newc<W> {
 
     fn file_from(&mut self, name: &str, perm: u32, src: &Path) -> Result<()> {
         let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-        let len = f.metadata()?.len();
-        self.header(name, 0o100000 | perm, len, (0, 0))?;
+        let meta = f.metadata()?;
+        let len = meta.len();
+        let mtime = u32::try_from(meta.mtime()).unwrap_or(0);
+        self.header(name, 0o100000 | perm, len, (0, 0), mtime)?;
         let copied = io::copy(&mut (&mut f).take(len), &mut self.out)?;
         if copied != len {
             bail!("{} changed size while being read", src.display());
@@ -232,7 +251,7 @@ impl<W: Write> Newc<W> {
     }
 
     fn finish(mut self) -> Result<()> {
-        self.header("TRAILER!!!", 0, 0, (0, 0))?;
+        self.header("TRAILER!!!", 0, 0, (0, 0), 0)?;
         self.out.flush()?;
         Ok(())
     }
