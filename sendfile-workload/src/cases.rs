@@ -616,24 +616,31 @@ fn efault(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     Ok(Some(run))
 }
 
-/// out_fd is a non-blocking UNIX stream socket whose peer never reads, filled with write()
-/// until EAGAIN: sendfile fails with EAGAIN. (A UNIX stream socket rather than TCP because its
-/// send buffer stays full deterministically: nothing frees it until the peer reads.)
+/// out_fd is a non-blocking TCP socket on loopback whose peer never reads, filled with write()
+/// until EAGAIN: sendfile fails with EAGAIN. TCP, not a UNIX socket: on 6.1
+/// `unix_stream_sendpage` appends a page to the tail skb without checking the send buffer, so a
+/// "full" UNIX socket still takes 4096 bytes. The fill repeats after a pause until even the first
+/// write would block: then the receiver's window is closed and no late ACK can free room.
 fn eagain(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
-    let (mut writer, _peer) = UnixStream::pair()?;
+    let (mut writer, _peer) = tcp_pair(Ipv4Addr::LOCALHOST.into())?;
     writer.set_nonblocking(true)?;
     let chunk = vec![0x55u8; 64 * 1024];
     let mut filled = false;
-    for _ in 0..100_000 {
-        match writer.write(&chunk) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                filled = true;
-                break;
+    for _round in 0..200 {
+        let mut wrote = false;
+        for _ in 0..100_000 {
+            match writer.write(&chunk) {
+                Ok(_) => wrote = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("filling the socket"),
             }
-            Err(e) => return Err(e).context("filling the socket"),
         }
+        if !wrote {
+            filled = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     anyhow::ensure!(filled, "the socket never became full");
     let call = sys::sendfile(

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, run, test and VM commands.
 
 mod compile;
+mod matrix;
 mod run;
 mod test;
 mod tools;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::{
-    compile,
+    compile, matrix,
     tools::{self, BPF_TOOLCHAIN, HOST_TOOLCHAIN, cargo},
     vm::workspace_root,
 };
@@ -14,6 +14,12 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     pub no_lint: bool,
+    /// Kernels of the matrix (repeatable): 6.1, 6.12, host. Default: all three.
+    #[arg(long = "kernel", value_parser = clap::builder::PossibleValuesParser::new(matrix::KERNELS))]
+    pub kernels: Vec<String>,
+    /// Skip the kernel × hook matrix (host suite only).
+    #[arg(long)]
+    pub no_matrix: bool,
 }
 
 fn lint() -> Result<()> {
@@ -78,5 +84,16 @@ pub fn test(args: TestArgs) -> Result<i32> {
             )
             .env("SENDFILE_WORKLOAD32_BIN", &workload32),
     )?;
+    if !args.no_matrix {
+        let kernels: Vec<&'static str> = if args.kernels.is_empty() {
+            matrix::KERNELS.to_vec()
+        } else {
+            matrix::KERNELS
+                .into_iter()
+                .filter(|k| args.kernels.iter().any(|a| a == k))
+                .collect()
+        };
+        matrix::run(&kernels)?;
+    }
     Ok(0)
 }
