@@ -9,6 +9,7 @@
 
 mod capture;
 mod fentry;
+mod floor;
 mod kprobe;
 mod regs;
 mod tracepoint;

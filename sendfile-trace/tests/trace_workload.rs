@@ -373,3 +373,56 @@ fn bad_input_and_missing_privileges_are_named_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("insufficient privileges"), "{err}");
 }
+
+#[test]
+fn a_full_ring_buffer_is_counted_exactly_never_silently() {
+    require_root();
+    const CALLS: u64 = 1000;
+    let tracer = Tracer::start("auto", &["--ring-buffer-size", "4096"]).unwrap();
+    // A stopped reader: the 4 KiB ring fills after a few dozen records, the rest must be counted.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
+    let summary = run_workload(
+        &workload_bin(),
+        &[
+            OsStr::new("--loop"),
+            OsStr::new(&CALLS.to_string()),
+            OsStr::new("--size"),
+            OsStr::new("64"),
+        ],
+    );
+    assert_eq!(summary[0]["calls"], CALLS);
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
+    // Losses are reported within a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let stopped = tracer.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let delivered = stopped
+        .records
+        .iter()
+        .filter(|r| r["eventName"] == "sendfile" && r["processName"] == "sendfile-worklo")
+        .count() as u64;
+    let stop = stopped.records.last().unwrap();
+    assert_eq!(stop["eventName"], "tracer_stop");
+    let lost = stop["lostByReason"]["ring_buffer_full"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "a 4 KiB ring with a stopped reader must overflow: {stop}"
+    );
+    assert_eq!(
+        delivered + lost,
+        CALLS,
+        "delivered {delivered} + lost {lost}: {stop}"
+    );
+    assert_eq!(stop["lost"], lost, "{stop}");
+    let reported: u64 = stopped
+        .records
+        .iter()
+        .filter(|r| r["eventName"] == "events_lost")
+        .map(|r| {
+            assert_eq!(r["reason"], "ring_buffer_full");
+            r["lost"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(reported, lost, "events_lost records add up to the total");
+}

@@ -48,12 +48,25 @@ pub fn build_guest_bins() -> Result<GuestBins> {
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object());
         c
     };
-    tools::run(&mut build(&["build", "-p", "sendfile-trace", "-p", "sendfile-workload"]))?;
-    let out = build(&["test", "-p", "sendfile-trace", "--test", "trace_workload", "--no-run"])
-        .arg("--message-format=json")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("building the test suite for musl")?;
+    tools::run(&mut build(&[
+        "build",
+        "-p",
+        "sendfile-trace",
+        "-p",
+        "sendfile-workload",
+    ]))?;
+    let out = build(&[
+        "test",
+        "-p",
+        "sendfile-trace",
+        "--test",
+        "trace_workload",
+        "--no-run",
+    ])
+    .arg("--message-format=json")
+    .stderr(std::process::Stdio::inherit())
+    .output()
+    .context("building the test suite for musl")?;
     if !out.status.success() {
         bail!("building the musl test suite failed");
     }
@@ -96,10 +109,10 @@ pub struct Cell {
 }
 
 /// The tests a cell runs: every call under one hook, or (for auto) the fallback and the
-/// hostile-name checks.
+/// hostile-name and loss-accounting checks.
 fn cell_tests(hook: &str) -> &'static str {
     if hook == "auto" {
-        "auto_picks hostile"
+        "auto_picks hostile full_ring"
     } else {
         "every_hook"
     }
@@ -108,9 +121,18 @@ fn cell_tests(hook: &str) -> &'static str {
 fn cell_env(bins_dir: &str, hook: &str) -> Vec<(String, String)> {
     let test_hook = if hook == "auto" { "" } else { hook };
     vec![
-        ("SENDFILE_TRACE_BIN".into(), format!("{bins_dir}sendfile-trace")),
-        ("SENDFILE_WORKLOAD_BIN".into(), format!("{bins_dir}sendfile-workload")),
-        ("SENDFILE_WORKLOAD32_BIN".into(), format!("{bins_dir}sendfile-workload32")),
+        (
+            "SENDFILE_TRACE_BIN".into(),
+            format!("{bins_dir}sendfile-trace"),
+        ),
+        (
+            "SENDFILE_WORKLOAD_BIN".into(),
+            format!("{bins_dir}sendfile-workload"),
+        ),
+        (
+            "SENDFILE_WORKLOAD32_BIN".into(),
+            format!("{bins_dir}sendfile-workload32"),
+        ),
         ("SENDFILE_TRACE_TEST_HOOKS".into(), test_hook.into()),
     ]
 }
@@ -132,7 +154,10 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
             String::from_utf8_lossy(&out.stderr)
         );
         print!("{text}");
-        match (out.status.success(), text.lines().find(|l| l.contains(UNSUPPORTED_MARKER))) {
+        match (
+            out.status.success(),
+            text.lines().find(|l| l.contains(UNSUPPORTED_MARKER)),
+        ) {
             (true, Some(line)) => ("unsupported", line.trim().to_owned()),
             (true, None) => ("passed", String::new()),
             (false, _) => ("failed", format!("suite exit {}", out.status)),
@@ -143,8 +168,8 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
              cat /tmp/out; if [ $rc -eq 0 ] && grep -q '{UNSUPPORTED_MARKER}' /tmp/out; then \
              exit {UNSUPPORTED}; fi; exit $rc"
         );
-        let includes = [&bins.tracer, &bins.workload, &bins.workload32, &bins.suite]
-            .map(|p| p.to_path_buf());
+        let includes =
+            [&bins.tracer, &bins.workload, &bins.workload32, &bins.suite].map(|p| p.to_path_buf());
         match vm::run_in_vm(
             kernel,
             &includes,
@@ -155,7 +180,10 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
             Ok(0) => ("passed", String::new()),
             Ok(UNSUPPORTED) => ("unsupported", "see the log above".to_owned()),
             Ok(code) => ("failed", format!("suite exit {code}")),
-            Err(e) => ("failed", format!("{e:#}").lines().next().unwrap_or("").to_owned()),
+            Err(e) => (
+                "failed",
+                format!("{e:#}").lines().next().unwrap_or("").to_owned(),
+            ),
         }
     };
     Ok(Cell {
@@ -217,7 +245,10 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
         bail!("matrix cells failed: {}", failed.join(", "));
     }
     // The hook the design calls for must pass on every VM kernel.
-    for c in cells.iter().filter(|c| c.kernel != "host" && c.hook == "kprobe") {
+    for c in cells
+        .iter()
+        .filter(|c| c.kernel != "host" && c.hook == "kprobe")
+    {
         if c.status != "passed" {
             bail!("kprobe must pass on {}, got {}", c.kernel, c.status);
         }
