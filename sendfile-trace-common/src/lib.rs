@@ -150,7 +150,7 @@ pub mod names {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     /// Global (rodata) u32: the tracer's own tgid, whose calls are ignored.
     pub const TRACER_TGID: &str = "TRACER_TGID";
-    /// Global (rodata) u32: byte offset of `thread_info.status` in `task_struct` (x86), from BTF.
+    /// Global (rodata) u32: byte offset of `thread_info.status` in `task_struct` (x86_64: 16).
     pub const TI_STATUS_OFFSET: &str = "TI_STATUS_OFFSET";
 }
 

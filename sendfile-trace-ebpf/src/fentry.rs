@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use sendfile_trace_common::{Hook, NR_SENDFILE64_X86_64};
+use sendfile_trace_common::Hook;
 
 use crate::{capture, regs};
 
@@ -15,10 +15,7 @@ use crate::{capture, regs};
 #[fentry]
 pub fn sendfile_fentry_x64(ctx: FEntryContext) -> u32 {
     if let Some(r) = regs::read_regs(ctx.arg::<u64>(0)) {
-        capture::enter(
-            regs::x64_args(&r, NR_SENDFILE64_X86_64),
-            Hook::Fentry as u32,
-        );
+        capture::enter(regs::x64_args(&r), Hook::Fentry as u32);
     }
     0
 }

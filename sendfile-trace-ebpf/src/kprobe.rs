@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use sendfile_trace_common::{Hook, NR_SENDFILE64_X86_64};
+use sendfile_trace_common::Hook;
 
 use crate::{capture, regs};
 
@@ -12,10 +12,7 @@ use crate::{capture, regs};
 #[kprobe]
 pub fn sendfile_kprobe_x64(ctx: ProbeContext) -> u32 {
     if let Some(r) = ctx.arg::<u64>(0).and_then(regs::read_regs) {
-        capture::enter(
-            regs::x64_args(&r, NR_SENDFILE64_X86_64),
-            Hook::Kprobe as u32,
-        );
+        capture::enter(regs::x64_args(&r), Hook::Kprobe as u32);
     }
     0
 }
@@ -40,15 +37,10 @@ pub fn sendfile_kprobe_nowrap(ctx: ProbeContext) -> u32 {
     ) else {
         return 0;
     };
-    let args = regs::Args {
-        out_fd: out_fd as i32,
-        in_fd: in_fd as i32,
-        offset_ptr,
-        count,
-        syscall_nr: NR_SENDFILE64_X86_64,
-        flags: 0,
-    };
-    capture::enter(args, Hook::Kprobe as u32);
+    capture::enter(
+        regs::x64(out_fd, in_fd, offset_ptr, count),
+        Hook::Kprobe as u32,
+    );
     0
 }
 

@@ -6,7 +6,7 @@
 //! are safe here.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use sendfile_trace_common::{NR_SENDFILE_I386, flags};
+use sendfile_trace_common::{NR_SENDFILE_I386, NR_SENDFILE64_X86_64, flags};
 
 /// The slice of x86_64 `struct pt_regs` from `bx` (offset 40) to `orig_ax` (offset 120).
 #[repr(C)]
@@ -45,17 +45,24 @@ pub fn read_regs(regs: u64) -> Option<RegsSlice> {
     unsafe { bpf_probe_read_kernel((regs as usize + BX_OFFSET) as *const RegsSlice).ok() }
 }
 
-/// Arguments of a 64-bit `sendfile` from its saved registers (rdi, rsi, rdx, r10).
+/// Arguments of a 64-bit `sendfile64` (x86_64 syscall 40) from its four raw values; the fds
+/// are C `int`s, so only their low 32 bits count.
 #[inline(always)]
-pub fn x64_args(r: &RegsSlice, syscall_nr: u32) -> Args {
+pub fn x64(out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> Args {
     Args {
-        out_fd: r.di as i32,
-        in_fd: r.si as i32,
-        offset_ptr: r.dx,
-        count: r.r10,
-        syscall_nr,
+        out_fd: out_fd as i32,
+        in_fd: in_fd as i32,
+        offset_ptr,
+        count,
+        syscall_nr: NR_SENDFILE64_X86_64,
         flags: 0,
     }
+}
+
+/// Arguments of a 64-bit `sendfile64` from its saved registers (rdi, rsi, rdx, r10).
+#[inline(always)]
+pub fn x64_args(r: &RegsSlice) -> Args {
+    x64(r.di, r.si, r.dx, r.r10)
 }
 
 /// Arguments of a 32-bit (ia32) `sendfile`/`sendfile64` from its saved registers (ebx, ecx,

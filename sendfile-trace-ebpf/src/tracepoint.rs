@@ -8,12 +8,13 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use sendfile_trace_common::{Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64};
+use sendfile_trace_common::{Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386};
 
 use crate::{capture, regs};
 
-/// Byte offset of `thread_info.status` in `task_struct`, from the running kernel's BTF (set at
-/// load by userspace; the default is x86_64's since `thread_info` moved into `task_struct`).
+/// Byte offset of `thread_info.status` in `task_struct`: 16 on x86_64 since `thread_info` moved
+/// into `task_struct` (4.9), checked on 6.1, 6.12 and 6.18 by the VM matrix. A global so that
+/// userspace can override it from BTF at load time.
 #[unsafe(no_mangle)]
 static TI_STATUS_OFFSET: u32 = 16;
 
@@ -28,15 +29,10 @@ pub fn sendfile_tp_enter(ctx: TracePointContext) -> u32 {
     if let (Some(out_fd), Some(in_fd), Some(offset_ptr), Some(count)) =
         (read(16), read(24), read(32), read(40))
     {
-        let args = regs::Args {
-            out_fd: out_fd as i32,
-            in_fd: in_fd as i32,
-            offset_ptr,
-            count,
-            syscall_nr: NR_SENDFILE64_X86_64,
-            flags: 0,
-        };
-        capture::enter(args, Hook::Tracepoint as u32);
+        capture::enter(
+            regs::x64(out_fd, in_fd, offset_ptr, count),
+            Hook::Tracepoint as u32,
+        );
     }
     0
 }

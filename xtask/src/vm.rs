@@ -301,7 +301,7 @@ fn ensure_qemu() -> Result<PathBuf> {
     if let Some(q) = kernel::which("qemu-system-x86_64") {
         return Ok(q);
     }
-    kernel::apt_install(&["qemu-system-x86"])?;
+    crate::tools::apt_install(&["qemu-system-x86"])?;
     kernel::which("qemu-system-x86_64").context("qemu-system-x86_64 not found after install")
 }
 
@@ -316,7 +316,7 @@ fn ensure_busybox() -> Result<PathBuf> {
     if let Some(b) = find() {
         return Ok(b);
     }
-    kernel::apt_install(&["busybox-static"])?;
+    crate::tools::apt_install(&["busybox-static"])?;
     find().context("no static busybox in /bin after installing busybox-static")
 }
 

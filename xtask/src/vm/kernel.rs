@@ -85,18 +85,6 @@ fn apt(cmd: &str, args: &[&str], dir: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// `apt-get install -y` of `packages`, with one `apt-get update` if the first try fails.
-pub fn apt_install(packages: &[&str]) -> Result<()> {
-    eprintln!("xtask vm: apt-get install {}", packages.join(" "));
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend_from_slice(packages);
-    if apt("apt-get", &args, None).is_ok() {
-        return Ok(());
-    }
-    apt_update();
-    apt("apt-get", &args, None)
-}
-
 /// Finds `prog` on PATH.
 pub fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
