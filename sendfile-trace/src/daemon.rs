@@ -180,7 +180,7 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
 
     // Detach first so nothing new arrives, then drain what the kernel already committed.
     let mut ring = ring.into_inner();
-    drop(attached);
+    attached.detach();
     let ended = p
         .drain(&mut ring)
         .and_then(|()| p.report_losses())

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 use sendfile_trace_common::{Hook, names};
 
@@ -43,6 +43,40 @@ pub struct Attached {
     pub targets: Vec<String>,
     /// Hooks tried before this one, each with the reason it could not attach.
     pub fallbacks: Vec<(Hook, String)>,
+}
+
+/// Every entry program of every hook: detached before the exit programs at shutdown.
+const ENTRY_PROGRAMS: [&str; 9] = [
+    "sendfile_kprobe_x64",
+    "sendfile_kprobe_ia32",
+    "sendfile_kprobe_nowrap",
+    "sendfile_fentry_x64",
+    "sendfile_fentry_ia32_a",
+    "sendfile_fentry_ia32_b",
+    "sendfile_fentry_ia32_c",
+    "sendfile_tp_enter",
+    "sendfile_raw_enter",
+];
+
+impl Attached {
+    /// Detaches everything, entry programs first: with an exit program gone and an entry program
+    /// still there, a thread's next call would find its last one unfinished and count a false
+    /// `missed_exit`. (Attaching does the mirror image: exits first.)
+    pub fn detach(mut self) {
+        for name in ENTRY_PROGRAMS {
+            let result = match self.ebpf.program_mut(name) {
+                Some(Program::KProbe(p)) => p.unload(),
+                Some(Program::FEntry(p)) => p.unload(),
+                Some(Program::TracePoint(p)) => p.unload(),
+                Some(Program::RawTracePoint(p)) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                log::debug!("detaching {name}: {}", one_line(&e));
+            }
+        }
+        drop(self.ebpf);
+    }
 }
 
 /// Loads the object and attaches the chosen hook; with `auto`, falls back in order.

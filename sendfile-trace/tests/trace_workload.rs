@@ -40,6 +40,7 @@ fn assert_unsupported(hook: &str, reason: &str) {
 
 #[test]
 fn every_hook_traces_every_call_exactly() {
+    let _serial = serial();
     require_root();
     for hook in hooks() {
         if let Expect::Unsupported(reason) = expectation(&hook) {
@@ -71,6 +72,7 @@ fn every_hook_traces_every_call_exactly() {
 
 #[test]
 fn auto_picks_the_first_hook_that_works_and_says_why_not_the_others() {
+    let _serial = serial();
     require_root();
     let order = ["kprobe", "fentry", "tracepoint"];
     let chosen = order
@@ -115,6 +117,7 @@ fn auto_picks_the_first_hook_that_works_and_says_why_not_the_others() {
 
 #[test]
 fn hostile_process_names_stay_exact_in_one_line_of_json() {
+    let _serial = serial();
     require_root();
     let comm: &[u8] = b"a\"b\\\nc\xff\x1b[0m";
     let file_name: &[u8] = b"in\"put\n\\x\xfe.bin";
@@ -207,6 +210,7 @@ fn parse_strace(line: &str) -> Option<StraceCall> {
 
 #[test]
 fn strace_as_an_independent_oracle_agrees() {
+    let _serial = serial();
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
@@ -276,6 +280,7 @@ fn strace_as_an_independent_oracle_agrees() {
 
 #[test]
 fn a_closed_stdout_ends_the_tracer_cleanly() {
+    let _serial = serial();
     require_root();
     let mut child = Command::new(tracer_bin())
         .stdout(Stdio::piped())
@@ -301,6 +306,7 @@ fn a_closed_stdout_ends_the_tracer_cleanly() {
 
 #[test]
 fn output_file_is_private_refuses_symlinks_and_sigterm_drains() {
+    let _serial = serial();
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
@@ -340,6 +346,7 @@ fn output_file_is_private_refuses_symlinks_and_sigterm_drains() {
 
 #[test]
 fn bad_input_and_missing_privileges_are_named_in_one_line() {
+    let _serial = serial();
     let out = Command::new(tracer_bin())
         .args(["--ring-buffer-size", "3000"])
         .output()
@@ -376,6 +383,7 @@ fn bad_input_and_missing_privileges_are_named_in_one_line() {
 
 #[test]
 fn a_full_ring_buffer_is_counted_exactly_never_silently() {
+    let _serial = serial();
     require_root();
     const CALLS: u64 = 1000;
     let tracer = Tracer::start("auto", &["--ring-buffer-size", "4096"]).unwrap();
@@ -425,4 +433,31 @@ fn a_full_ring_buffer_is_counted_exactly_never_silently() {
         })
         .sum();
     assert_eq!(reported, lost, "events_lost records add up to the total");
+}
+
+#[test]
+fn stopping_in_the_middle_of_a_burst_reports_no_false_loss() {
+    let _serial = serial();
+    require_root();
+    // A tight loop still running while the tracer detaches: if an exit program went away before
+    // its entry program, the loop's next call would count a false `missed_exit`.
+    let mut burst = Command::new(workload_bin())
+        .args(["--loop", "3000000", "--size", "64"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let tracer = Tracer::start("auto", &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = tracer.stop();
+    let _ = burst.kill();
+    let _ = burst.wait();
+    let stop = stopped.records.last().unwrap();
+    assert_eq!(stop["eventName"], "tracer_stop");
+    assert!(
+        stop["events"].as_u64().unwrap() > 1000,
+        "the burst was traced: {stop}"
+    );
+    assert_eq!(stop["lostByReason"]["missed_exit"], 0, "{stop}");
+    assert_eq!(stop["lostByReason"]["in_flight_full"], 0, "{stop}");
 }

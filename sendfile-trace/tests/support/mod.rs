@@ -50,6 +50,17 @@ pub fn workload32_bin() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Every test traces the whole host, so one test's workload is seen (and can be lost) by another
+/// test's tracer: the tests take this lock to run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs the calling test alone among these tests (released when the guard drops).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// These tests load BPF programs: they must run as root, and fail loudly otherwise.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
