@@ -24,6 +24,10 @@ use crate::{
 /// ring buffer drained even without a wakeup.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Records handled per turn of the loop: under a flood the ring never empties, and signals and
+/// loss reports must still get their turn.
+const BATCH: usize = 4096;
+
 /// Runs the tracer until SIGINT/SIGTERM or until the output's reader goes away.
 pub fn run(cli: &Cli) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -43,9 +47,13 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Writes every record waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> WriteResult {
-        while let Some(item) = ring.next() {
+    /// Writes up to `max` records waiting in the ring buffer; `Ok(true)` if it stopped at `max`
+    /// (more may be waiting).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, max: usize) -> Result<bool, WriteError> {
+        for _ in 0..max {
+            let Some(item) = ring.next() else {
+                return Ok(false);
+            };
             match SendfileRecord::from_bytes(&item) {
                 Some(r) => {
                     self.out.write(&self.enricher.event(&r))?;
@@ -59,7 +67,7 @@ impl Pipeline {
                 ),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reports new losses counted by the kernel side, one `events_lost` per reason.
@@ -155,6 +163,8 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
     }
 
     let mut tick = tokio::time::interval(TICK);
+    // Records left in the ring after a full batch: drained on the next turn, without a wakeup.
+    let mut backlog = false;
     let reason = loop {
         let step = tokio::select! {
             guard = ring.readable_mut() => {
@@ -162,11 +172,19 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
                     .map_err(|e| Error::Runtime(format!("polling the ring buffer: {e}")))?;
                 // Clear first: a record committed while we drain wakes us again.
                 guard.clear_ready();
-                p.drain(guard.get_inner_mut()).and_then(|()| p.out.flush())
+                p.drain(guard.get_inner_mut(), BATCH)
+                    .map(|more| backlog = more)
+                    .and_then(|()| p.out.flush())
+            }
+            () = std::future::ready(()), if backlog => {
+                p.drain(ring.get_mut(), BATCH)
+                    .map(|more| backlog = more)
+                    .and_then(|()| p.out.flush())
             }
             _ = tick.tick() => {
                 p.enricher.clock = WallClock::now();
-                p.drain(ring.get_mut())
+                p.drain(ring.get_mut(), BATCH)
+                    .map(|more| backlog = more)
                     .and_then(|()| p.report_losses())
                     .and_then(|()| p.out.flush())
             }
@@ -181,9 +199,10 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
     // Detach first so nothing new arrives, then drain what the kernel already committed.
     let mut ring = ring.into_inner();
     attached.detach();
+    // The programs are gone, so the ring only holds what was committed before: drain it all.
     let ended = p
-        .drain(&mut ring)
-        .and_then(|()| p.report_losses())
+        .drain(&mut ring, usize::MAX)
+        .and_then(|_| p.report_losses())
         .and_then(|()| {
             let lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
                 .iter()

@@ -112,7 +112,7 @@ pub struct Cell {
 /// hostile-name and loss-accounting checks.
 fn cell_tests(hook: &str) -> &'static str {
     if hook == "auto" {
-        "auto_picks hostile full_ring stopping"
+        "auto_picks hostile full_ring"
     } else {
         "every_hook"
     }
