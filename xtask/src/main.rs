@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's build, run, test and VM commands.
 
+mod bench;
 mod compile;
 mod matrix;
 mod run;
@@ -30,6 +31,8 @@ enum Command {
     BuildEbpf,
     /// Boot a Debian kernel under QEMU and run a command inside it.
     Vm(vm::VmArgs),
+    /// Measure what tracing costs per sendfile, beside the floor, bpftrace and strace.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -47,6 +50,7 @@ fn main() {
                 0
             }),
         Command::Vm(args) => vm::run(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
