@@ -619,15 +619,18 @@ fn efault(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
 /// out_fd is a non-blocking TCP socket on loopback whose peer never reads, filled with write()
 /// until EAGAIN: sendfile fails with EAGAIN. TCP, not a UNIX socket: on 6.1
 /// `unix_stream_sendpage` appends a page to the tail skb without checking the send buffer, so a
-/// "full" UNIX socket still takes 4096 bytes. The fill repeats after a pause until even the first
-/// write would block: then the receiver's window is closed and no late ACK can free room.
+/// "full" UNIX socket still takes 4096 bytes. The fill repeats after pauses until no write goes
+/// through for three rounds: then the receiver's window is closed and no late ACK frees room.
 fn eagain(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let (mut writer, _peer) = tcp_pair(Ipv4Addr::LOCALHOST.into())?;
     writer.set_nonblocking(true)?;
     let chunk = vec![0x55u8; 64 * 1024];
+    // Full means: three rounds in a row, 100 ms apart, in which not one write went through (under
+    // emulation, ACKs can free room well after the first EAGAIN).
     let mut filled = false;
-    for _round in 0..200 {
+    let mut quiet_rounds = 0;
+    for _round in 0..300 {
         let mut wrote = false;
         for _ in 0..100_000 {
             match writer.write(&chunk) {
@@ -636,11 +639,12 @@ fn eagain(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
                 Err(e) => return Err(e).context("filling the socket"),
             }
         }
-        if !wrote {
+        quiet_rounds = if wrote { 0 } else { quiet_rounds + 1 };
+        if quiet_rounds == 3 {
             filled = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     anyhow::ensure!(filled, "the socket never became full");
     let call = sys::sendfile(
