@@ -26,10 +26,18 @@ pub struct SendfileEvent<'a> {
     pub timestamp: u64,
     /// CPU the call entered on.
     pub processor_id: u32,
-    /// Thread group id (host pid namespace).
+    /// Thread group id in the caller's own pid namespace.
     pub process_id: u32,
-    /// Thread id (host pid namespace).
+    /// Thread id in the caller's own pid namespace.
     pub thread_id: u32,
+    /// Parent's thread group id in the caller's own pid namespace (0 if outside it).
+    pub parent_process_id: u32,
+    /// Thread group id in the host (initial) pid namespace.
+    pub host_process_id: u32,
+    /// Thread id in the host pid namespace.
+    pub host_thread_id: u32,
+    /// Parent's thread group id in the host pid namespace.
+    pub host_parent_process_id: u32,
     /// Real uid of the caller.
     pub user_id: u32,
     /// Real gid of the caller.
@@ -40,10 +48,20 @@ pub struct SendfileEvent<'a> {
     /// Hex of the exact comm bytes, present only when they are not valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_name_hex: Option<String>,
+    /// The program the process runs (`mm->exe_file`), resolved in the kernel.
+    pub executable: Executable,
+    /// Wall-clock ns since the epoch when the calling thread started.
+    pub thread_start_time: u64,
+    /// Inode number of the caller's mount namespace.
+    pub mount_namespace: u32,
+    /// Inode number of the caller's pid namespace.
+    pub pid_namespace: u32,
     /// Host name.
     pub host_name: &'a str,
     /// cgroup v2 id of the caller.
     pub cgroup_id: u64,
+    /// Container id from the caller's cgroup path (docker, containerd, cri-o, podman), or null.
+    pub container_id: Option<String>,
     /// Tracee's event id for sendfile ("40").
     pub event_id: &'static str,
     /// Always "sendfile".
@@ -60,6 +78,10 @@ pub struct SendfileEvent<'a> {
     pub args_num: u8,
     /// out_fd, in_fd, offset (the pointer), count.
     pub args: [Arg; 4],
+    /// in_fd as resolved in the kernel at syscall entry.
+    pub in_fd: FdInfo,
+    /// out_fd as resolved in the kernel at syscall entry.
+    pub out_fd: FdInfo,
     /// Value at the offset pointer at entry; null if the pointer is NULL or unreadable.
     pub offset_value: Option<i64>,
     /// Value at the offset pointer at exit; null if the pointer is NULL or unreadable.
@@ -94,6 +116,114 @@ pub enum ArgValue {
     Int(i32),
     /// A pointer or a size.
     U64(u64),
+}
+
+/// A path read in the kernel; attacker-controlled bytes, so never assumed to be UTF-8.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Executable {
+    /// The path; invalid UTF-8 shown as U+FFFD (the exact bytes are in `pathHex`).
+    pub path: String,
+    /// Hex of the exact path bytes, present only when they are not valid UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// The path walk hit its bound: `path` is the tail end of the real path.
+    pub truncated: bool,
+}
+
+/// A file descriptor argument, resolved from the caller's fd table at syscall entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FdInfo {
+    /// The descriptor number the caller passed.
+    pub fd: i32,
+    /// What it refers to.
+    #[serde(flatten)]
+    pub kind: FdKind,
+}
+
+/// What a descriptor refers to; serialized with a `"type"` tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FdKind {
+    /// A regular file or directory.
+    File(PathInfo),
+    /// A character device (e.g. `/dev/null`).
+    Chardev(PathInfo),
+    /// Anything else with a path (block device, FIFO on disk, ...).
+    Other(PathInfo),
+    /// A pipe; both ends share the inode.
+    Pipe {
+        /// pipefs inode number (as `fstat` reports it).
+        inode: u64,
+    },
+    /// A socket.
+    Socket(SocketInfo),
+    /// An anonymous inode (eventfd, memfd-less epoll, ...), by its name (`[eventfd]`).
+    AnonInode {
+        /// The anon inode's name.
+        name: String,
+    },
+    /// Not resolvable; `reason` says why.
+    Unknown {
+        /// Why (e.g. `"not open"`).
+        reason: String,
+    },
+}
+
+/// A descriptor with a path in the file system.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathInfo {
+    /// Full path across mounts, as seen from the caller's root.
+    pub path: String,
+    /// Hex of the exact path bytes, present only when they are not valid UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// The path walk hit its bound: `path` is the tail end of the real path.
+    pub truncated: bool,
+    /// Inode number.
+    pub inode: u64,
+    /// Device, encoded as `stat(2)`'s `st_dev`.
+    pub dev: u64,
+    /// The file was unlinked (no names left).
+    pub deleted: bool,
+}
+
+/// A socket descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketInfo {
+    /// `AF_INET`, `AF_INET6`, `AF_UNIX`, or `AF_<n>`.
+    pub family: String,
+    /// `TCP`, `UDP`, ... for inet; `STREAM`, `DGRAM`, `SEQPACKET` for UNIX.
+    pub protocol: String,
+    /// sockfs inode number (as `fstat` and `/proc/PID/fd` report it).
+    pub inode: u64,
+    /// This end's address, or null when unbound.
+    pub local: Option<Endpoint>,
+    /// The peer's address, or null when unconnected.
+    pub remote: Option<Endpoint>,
+}
+
+/// One end of a socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Endpoint {
+    /// IPv4 or IPv6 address and port.
+    Inet {
+        /// Address in its usual text form.
+        ip: String,
+        /// Port.
+        port: u16,
+    },
+    /// A UNIX socket's path (`@name` for the abstract namespace).
+    Unix {
+        /// The path; invalid UTF-8 shown as U+FFFD.
+        path: String,
+        /// Hex of the exact bytes, present only when they are not valid UTF-8.
+        #[serde(rename = "pathHex", skip_serializing_if = "Option::is_none")]
+        path_hex: Option<String>,
+    },
 }
 
 /// Flags about the call's context.
@@ -158,12 +288,21 @@ impl Enricher {
             processor_id: r.cpu,
             process_id: (r.pid_tgid >> 32) as u32,
             thread_id: r.pid_tgid as u32,
+            parent_process_id: 0,
+            host_process_id: (r.pid_tgid >> 32) as u32,
+            host_thread_id: r.pid_tgid as u32,
+            host_parent_process_id: 0,
             user_id: r.uid_gid as u32,
             group_id: (r.uid_gid >> 32) as u32,
             process_name,
             process_name_hex,
+            executable: Executable::default(),
+            thread_start_time: 0,
+            mount_namespace: 0,
+            pid_namespace: 0,
             host_name: &self.host_name,
             cgroup_id: r.cgroup_id,
+            container_id: None,
             event_id: "40",
             event_name: "sendfile",
             syscall,
@@ -193,6 +332,18 @@ impl Enricher {
                     value: ArgValue::U64(r.count),
                 },
             ],
+            in_fd: FdInfo {
+                fd: r.in_fd,
+                kind: FdKind::Unknown {
+                    reason: "not resolved".into(),
+                },
+            },
+            out_fd: FdInfo {
+                fd: r.out_fd,
+                kind: FdKind::Unknown {
+                    reason: "not resolved".into(),
+                },
+            },
             offset_value: valid(flags::OFFSET_BEFORE_VALID, r.offset_before),
             offset_after: valid(flags::OFFSET_AFTER_VALID, r.offset_after),
             duration_ns: r.end_ns.saturating_sub(r.start_ns),
@@ -255,6 +406,12 @@ mod tests {
         let v = encode(&back);
         let expected = json!({
             "processorId": 1, "processId": 4242, "threadId": 4243, "userId": 1000, "groupId": 7,
+            "parentProcessId": 0, "hostProcessId": 4242, "hostThreadId": 4243,
+            "hostParentProcessId": 0,
+            "executable": {"path": "", "truncated": false}, "threadStartTime": 0,
+            "mountNamespace": 0, "pidNamespace": 0, "containerId": null,
+            "inFd": {"fd": 30, "type": "unknown", "reason": "not resolved"},
+            "outFd": {"fd": 29, "type": "unknown", "reason": "not resolved"},
             "processName": "nginx", "hostName": "web-1", "cgroupId": 4321, "eventId": "40",
             "eventName": "sendfile", "syscall": "sendfile64", "syscallNr": 40,
             "returnValue": 21952, "errno": null, "argsNum": 4,
