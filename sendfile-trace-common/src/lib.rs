@@ -24,6 +24,8 @@ pub mod flags {
     pub const OFFSET_AFTER_VALID: u32 = 1 << 2;
     /// The offset pointer points to a 32-bit `compat_off_t` (i386 `sendfile`, 187).
     pub const OFFSET_32BIT: u32 = 1 << 3;
+    /// (in flight) The entry record could not be written: the ring buffer was full.
+    pub const ENTRY_LOST: u32 = 1 << 4;
 }
 
 /// Which kernel hook produced a record.
@@ -85,10 +87,24 @@ pub struct InFlight {
     pub hook: u32,
 }
 
+/// First u32 of every ring-buffer record: which record it is.
+pub mod kind {
+    /// [`crate::EntryRecord`]: descriptors and process context, written at syscall entry.
+    pub const ENTRY: u32 = 1;
+    /// [`crate::SendfileRecord`]: the completed call, written at syscall exit.
+    pub const EXIT: u32 = 2;
+    /// [`crate::DropRecord`]: the call was filtered out at exit; forget its entry record.
+    pub const DROP: u32 = 3;
+}
+
 /// One completed sendfile call, as written to the ring buffer at syscall exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendfileRecord {
+    /// [`kind::EXIT`].
+    pub kind: u32,
+    /// [`entry_status`]: whether an [`EntryRecord`] precedes this record.
+    pub entry_status: u32,
     /// `bpf_ktime_get_boot_ns()` at entry.
     pub start_ns: u64,
     /// `bpf_ktime_get_boot_ns()` at exit.
@@ -125,6 +141,344 @@ pub struct SendfileRecord {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// Whether the entry record of a call was written ([`SendfileRecord::entry_status`]).
+pub mod entry_status {
+    /// The entry record was written just before the syscall ran.
+    pub const WRITTEN: u32 = 0;
+    /// The ring buffer was full at entry: no entry record (counted as `ring_buffer_full`).
+    pub const RING_FULL: u32 = 1;
+}
+
+/// A call filtered out at exit (`--errors-only`, `--min-bytes`) after its entry record was
+/// written: userspace drops the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropRecord {
+    /// [`kind::DROP`].
+    pub kind: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Thread of the call.
+    pub pid_tgid: u64,
+    /// Entry time of the call (matches [`EntryRecord::start_ns`]).
+    pub start_ns: u64,
+}
+
+/// A byte range of [`EntryRecord`]'s variable tail.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seg {
+    /// Offset from the start of the tail.
+    pub off: u16,
+    /// Length in bytes.
+    pub len: u16,
+}
+
+/// What a descriptor refers to ([`FdRecord::kind`]).
+pub mod fd_kind {
+    /// Not resolved: see [`FdRecord::reason`].
+    pub const UNKNOWN: u32 = 0;
+    /// Regular file or directory.
+    pub const FILE: u32 = 1;
+    /// Character device.
+    pub const CHARDEV: u32 = 2;
+    /// Pipe or FIFO.
+    pub const PIPE: u32 = 3;
+    /// Socket.
+    pub const SOCKET: u32 = 4;
+    /// Anonymous inode (no file type bits in `i_mode`).
+    pub const ANON_INODE: u32 = 5;
+    /// Block device or anything else with a path.
+    pub const OTHER: u32 = 6;
+}
+
+/// Why a descriptor could not be resolved ([`FdRecord::reason`]).
+pub mod fd_reason {
+    /// Resolved.
+    pub const NONE: u32 = 0;
+    /// Negative, or beyond the fd table.
+    pub const OUT_OF_RANGE: u32 = 1;
+    /// No open file at that number.
+    pub const NOT_OPEN: u32 = 2;
+    /// A kernel read failed (the task's fd table was changing or torn down).
+    pub const READ_FAILED: u32 = 3;
+    /// Names of the reasons, indexed by value.
+    pub const NAMES: [&str; 4] = ["", "fd out of range", "not open", "kernel read failed"];
+}
+
+/// Bits of [`FdRecord::flags`] and [`EntryRecord::flags`].
+pub mod fd_flags {
+    /// The path walk hit its bound before the root.
+    pub const PATH_TRUNCATED: u32 = 1 << 0;
+    /// The file's dentry is unlinked.
+    pub const DELETED: u32 = 1 << 1;
+    /// (EntryRecord) the executable path walk hit its bound.
+    pub const EXE_TRUNCATED: u32 = 1 << 2;
+    /// (EntryRecord) the task has no executable (kernel thread, exiting task).
+    pub const NO_EXE: u32 = 1 << 3;
+}
+
+/// One descriptor as resolved at syscall entry.
+///
+/// `path` is encoded leaf first: for each component, one length byte then its bytes; userspace
+/// reverses it. `local`/`remote` of a UNIX socket are raw `sun_path` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdRecord {
+    /// [`fd_kind`].
+    pub kind: u32,
+    /// [`fd_reason`] when `kind` is `UNKNOWN`.
+    pub reason: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Kernel `dev_t` of the inode's super block (`MKDEV`: major << 20 | minor).
+    pub dev: u32,
+    /// [`fd_flags`].
+    pub flags: u32,
+    /// `i_mode`.
+    pub mode: u32,
+    /// Socket family (`AF_*`).
+    pub family: u16,
+    /// Socket protocol (`IPPROTO_*`).
+    pub protocol: u16,
+    /// Socket type (`SOCK_*`).
+    pub sock_type: u16,
+    /// Local port (host order).
+    pub local_port: u16,
+    /// Remote port (host order).
+    pub remote_port: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// Local address (IPv4 in the first 4 bytes).
+    pub local_addr: [u8; 16],
+    /// Remote address (IPv4 in the first 4 bytes).
+    pub remote_addr: [u8; 16],
+    /// Path components in the tail.
+    pub path: Seg,
+    /// UNIX socket: this end's `sun_path` in the tail.
+    pub local_path: Seg,
+    /// UNIX socket: the peer's `sun_path` in the tail.
+    pub remote_path: Seg,
+    /// Padding.
+    pub _pad2: u16,
+    /// Padding.
+    pub _pad3: u16,
+}
+
+/// Size of [`EntryRecord`]'s variable tail (a power of two: indices into it are masked).
+pub const TAIL_SIZE: usize = 16384;
+/// Bytes allotted to one path in the tail.
+pub const PATH_BUDGET: u32 = 4096;
+/// Path components (and mount crossings) walked before a path is called truncated.
+pub const PATH_DEPTH: u32 = 64;
+/// Room after the tail so a masked write of one component (≤ 255 bytes) stays in bounds.
+pub const TAIL_SLACK: usize = 512;
+
+/// Descriptors and process context of a call, written at syscall entry. Followed in the ring by
+/// `tail_len` bytes of tail (paths, names).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// [`kind::ENTRY`].
+    pub kind: u32,
+    /// [`fd_flags`] bits about the process (`EXE_TRUNCATED`, `NO_EXE`).
+    pub flags: u32,
+    /// `bpf_get_current_pid_tgid()` (host ids).
+    pub pid_tgid: u64,
+    /// Entry time; matches the exit record's `start_ns`.
+    pub start_ns: u64,
+    /// The thread's `start_boottime` (ns since boot, boot clock).
+    pub thread_start_ns: u64,
+    /// Thread group id in the task's pid namespace.
+    pub ns_tgid: u32,
+    /// Thread id in the task's pid namespace.
+    pub ns_tid: u32,
+    /// Parent's tgid in the task's pid namespace (0 if the parent is outside it).
+    pub ns_ppid: u32,
+    /// Parent's tgid in the host pid namespace.
+    pub host_ppid: u32,
+    /// Mount namespace inode number.
+    pub mnt_ns: u32,
+    /// Pid namespace inode number.
+    pub pid_ns: u32,
+    /// Executable path components in the tail.
+    pub exe: Seg,
+    /// Name of the task's cgroup (v2) in the tail.
+    pub cgroup_name: Seg,
+    /// Name of that cgroup's parent in the tail.
+    pub cgroup_parent: Seg,
+    /// Bytes of tail that follow.
+    pub tail_len: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// in_fd.
+    pub in_fd: FdRecord,
+    /// out_fd.
+    pub out_fd: FdRecord,
+}
+
+/// Kernel struct offsets the BPF programs need, computed by userspace from the running kernel's
+/// BTF and set as a global at load time: one object runs on every kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// `task_struct.thread_info.status` (x86 `TS_COMPAT`).
+    pub task_ti_status: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader`.
+    pub task_group_leader: u32,
+    /// `task_struct.thread_pid`.
+    pub task_thread_pid: u32,
+    /// `task_struct.start_boottime`.
+    pub task_start_boottime: u32,
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `pid.level`.
+    pub pid_level: u32,
+    /// `pid.numbers`.
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`.
+    pub upid_size: u32,
+    /// `upid.nr`.
+    pub upid_nr: u32,
+    /// `upid.ns`.
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum`.
+    pub pid_ns_inum: u32,
+    /// `nsproxy.mnt_ns`.
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns.inum`.
+    pub mnt_ns_inum: u32,
+    /// `mm_struct.exe_file`.
+    pub mm_exe_file: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`.
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`.
+    pub fdt_fd: u32,
+    /// `file.f_path.mnt`.
+    pub file_path_mnt: u32,
+    /// `file.f_path.dentry`.
+    pub file_path_dentry: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `file.private_data`.
+    pub file_private_data: u32,
+    /// `inode.i_mode`.
+    pub inode_mode: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_name.len`.
+    pub dentry_name_len: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    /// `dentry.d_hash.pprev` (NULL when the dentry is unhashed).
+    pub dentry_hash_pprev: u32,
+    /// `mount.mnt` (the embedded `vfsmount`).
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`.
+    pub sk_family: u32,
+    /// `sock.sk_protocol`.
+    pub sk_protocol: u32,
+    /// `sock.sk_type`.
+    pub sk_type: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`.
+    pub sk_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr`.
+    pub sk_daddr: u32,
+    /// `sock.__sk_common.skc_num`.
+    pub sk_num: u32,
+    /// `sock.__sk_common.skc_dport`.
+    pub sk_dport: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`.
+    pub sk_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`.
+    pub sk_v6_daddr: u32,
+    /// `unix_sock.addr`.
+    pub unix_addr: u32,
+    /// `unix_sock.peer`.
+    pub unix_peer: u32,
+    /// `unix_address.len`.
+    pub unix_address_len: u32,
+    /// `unix_address.name` (a `sockaddr_un`).
+    pub unix_address_name: u32,
+    /// `css_set.dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.name`.
+    pub kn_name: u32,
+    /// `kernfs_node.parent` (`__parent` since 6.15).
+    pub kn_parent: u32,
+}
+
+/// Kernel-side filters, set as a global at load time. A call is traced only if it passes every
+/// enabled filter; the sets (pids, comms, uids, cgroups) live in maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// [`filter`] bits: which filters are on.
+    pub enabled: u32,
+    /// `--out-type`: bit `1 << fd_kind` for each admitted kind.
+    pub out_kinds: u32,
+    /// `--min-bytes`: minimum return value.
+    pub min_bytes: u64,
+    /// Number of valid entries in `cgroups`.
+    pub cgroup_count: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// `--cgroup`/`--container`: (ancestor level, cgroup id) pairs; a call matches if its
+    /// cgroup's ancestor at that level has that id.
+    pub cgroups: [[u64; 2]; MAX_CGROUP_FILTERS],
+}
+
+/// Most cgroups `--cgroup`/`--container` can name together.
+pub const MAX_CGROUP_FILTERS: usize = 16;
+/// Most values of `--pid`, `--comm` or `--uid` each.
+pub const MAX_FILTER_VALUES: u32 = 1024;
+
+/// Bits of [`Filters::enabled`].
+pub mod filter {
+    /// `--pid`: the tgid must be in the `FILTER_PIDS` map.
+    pub const PID: u32 = 1 << 0;
+    /// `--comm`: the comm must be in the `FILTER_COMMS` map.
+    pub const COMM: u32 = 1 << 1;
+    /// `--uid`: the uid must be in the `FILTER_UIDS` map.
+    pub const UID: u32 = 1 << 2;
+    /// `--cgroup`/`--container`.
+    pub const CGROUP: u32 = 1 << 3;
+    /// `--out-type`.
+    pub const OUT_TYPE: u32 = 1 << 4;
+    /// `--errors-only`.
+    pub const ERRORS_ONLY: u32 = 1 << 5;
+    /// `--min-bytes`.
+    pub const MIN_BYTES: u32 = 1 << 6;
+}
+
 /// Indices of the per-CPU loss counters (`LOST` map).
 pub mod lost {
     /// `bpf_ringbuf_reserve` failed: the ring buffer was full.
@@ -150,9 +504,22 @@ pub mod names {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     /// Global (rodata) u32: the tracer's own tgid, whose calls are ignored.
     pub const TRACER_TGID: &str = "TRACER_TGID";
-    /// Global (rodata) u32: byte offset of `thread_info.status` in `task_struct` (x86_64: 16).
-    pub const TI_STATUS_OFFSET: &str = "TI_STATUS_OFFSET";
+    /// Global (rodata) [`crate::Offsets`], from the running kernel's BTF.
+    pub const OFFSETS: &str = "OFFSETS";
+    /// Global (rodata) u64: bytes waiting in the ring before a write wakes the reader.
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Global (rodata) [`crate::Filters`].
+    pub const FILTERS: &str = "FILTERS";
+    /// Hash set of admitted tgids (`--pid`).
+    pub const FILTER_PIDS: &str = "FILTER_PIDS";
+    /// Hash set of admitted comms (`--comm`), NUL-padded to 16 bytes.
+    pub const FILTER_COMMS: &str = "FILTER_COMMS";
+    /// Hash set of admitted uids (`--uid`).
+    pub const FILTER_UIDS: &str = "FILTER_UIDS";
 }
+
+#[cfg(feature = "user")]
+pub use user::record_kind;
 
 #[cfg(feature = "user")]
 mod user {
@@ -162,6 +529,44 @@ mod user {
     unsafe impl aya::Pod for InFlight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SendfileRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Offsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Filters {}
+
+    /// Reads a `#[repr(C)]` plain record from the start of ring-buffer bytes, if they are long
+    /// enough.
+    fn read_prefix<T: Copy>(bytes: &[u8]) -> Option<T> {
+        if bytes.len() < core::mem::size_of::<T>() {
+            return None;
+        }
+        // SAFETY: long enough, and every bit pattern is valid for these plain records.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+
+    impl EntryRecord {
+        /// Size of the fixed part.
+        pub const SIZE: usize = core::mem::size_of::<EntryRecord>();
+
+        /// Decodes an entry record and its tail; `None` if the bytes are too short.
+        pub fn from_bytes(bytes: &[u8]) -> Option<(EntryRecord, &[u8])> {
+            let r: EntryRecord = read_prefix(bytes)?;
+            let tail = bytes.get(Self::SIZE..Self::SIZE + r.tail_len as usize)?;
+            Some((r, tail))
+        }
+    }
+
+    impl DropRecord {
+        /// Decodes a drop record; `None` if the size is wrong.
+        pub fn from_bytes(bytes: &[u8]) -> Option<DropRecord> {
+            (bytes.len() == core::mem::size_of::<DropRecord>()).then(|| read_prefix(bytes))?
+        }
+    }
+
+    /// The kind of a ring-buffer record (its first u32), if it has one.
+    pub fn record_kind(bytes: &[u8]) -> Option<u32> {
+        read_prefix(bytes)
+    }
 
     impl SendfileRecord {
         /// Size of a record in the ring buffer.
@@ -193,7 +598,16 @@ mod tests {
         assert_eq!(core::mem::size_of::<InFlight>(), 4 * 8 + 6 * 4);
         assert_eq!(
             core::mem::size_of::<SendfileRecord>(),
-            10 * 8 + 6 * 4 + TASK_COMM_LEN
+            10 * 8 + 8 * 4 + TASK_COMM_LEN
+        );
+        assert_eq!(core::mem::size_of::<FdRecord>(), 8 + 8 + 12 + 12 + 32 + 16);
+        assert_eq!(
+            core::mem::size_of::<EntryRecord>(),
+            8 + 3 * 8 + 6 * 4 + 4 * 4 + 2 * 88
+        );
+        assert_eq!(
+            core::mem::size_of::<Filters>(),
+            24 + 16 * MAX_CGROUP_FILTERS
         );
         assert_eq!(core::mem::align_of::<SendfileRecord>(), 8);
     }

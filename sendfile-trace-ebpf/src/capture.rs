@@ -1,20 +1,25 @@
-//! The work shared by every hook: save the arguments at entry, emit one record at exit.
+//! The work shared by every hook: filter, resolve the descriptors and the process and write an
+//! entry record at syscall entry; emit one exit record at syscall exit.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-        bpf_probe_read_user,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        generated::bpf_ringbuf_output,
     },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use sendfile_trace_common::{InFlight, SendfileRecord, flags, lost};
+use sendfile_trace_common::{
+    DropRecord, EntryRecord, Filters, InFlight, MAX_CGROUP_FILTERS, MAX_FILTER_VALUES,
+    SendfileRecord, TAIL_SIZE, TAIL_SLACK, entry_status, filter, flags, kind, lost,
+};
 
-use crate::regs::Args;
+use crate::{fd, regs::Args, task};
 
-/// Completed calls for userspace. Userspace sets the real size at load (`--ring-buffer-size`).
+/// Records for userspace. Userspace sets the real size at load (`--ring-buffer-size`).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -26,17 +31,77 @@ static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
 
+/// `--pid` values.
+#[map(name = "FILTER_PIDS")]
+static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FILTER_VALUES, 0);
+
+/// `--comm` values, NUL-padded.
+#[map(name = "FILTER_COMMS")]
+static FILTER_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_FILTER_VALUES, 0);
+
+/// `--uid` values.
+#[map(name = "FILTER_UIDS")]
+static FILTER_UIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FILTER_VALUES, 0);
+
+/// An entry record under construction: too big for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    /// The fixed part, written to the ring together with the used part of `tail`.
+    rec: EntryRecord,
+    /// Directly after `rec`, as in the ring.
+    tail: [u8; TAIL_SIZE + TAIL_SLACK],
+    /// Bytes of `tail` used (see [`fd::Tail`]).
+    pos: u32,
+}
+
+/// One [`Scratch`] per CPU.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// The tracer's own tgid (set at load): its own calls are not traced.
 #[unsafe(no_mangle)]
 static TRACER_TGID: u32 = 0;
 
+/// The filters (set at load).
+#[unsafe(no_mangle)]
+static FILTERS: Filters = Filters {
+    enabled: 0,
+    out_kinds: 0,
+    min_bytes: 0,
+    cgroup_count: 0,
+    _pad: 0,
+    cgroups: [[0; 2]; MAX_CGROUP_FILTERS],
+};
+
+/// Wake the reader only once this many bytes wait in the ring (set at load); below it the
+/// reader polls on its own timer. One wakeup per record would cost more than the record.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
+
 const EEXIST: i32 = 17;
+
+macro_rules! global {
+    ($e:expr) => {
+        // SAFETY: read-only globals that userspace sets before load.
+        unsafe { core::ptr::read_volatile(&$e) }
+    };
+}
 
 #[inline(always)]
 fn count_lost(reason: u32) {
     if let Some(p) = LOST.get_ptr_mut(reason) {
         // SAFETY: a per-CPU slot: nothing else on this CPU writes it concurrently with us.
         unsafe { *p += 1 };
+    }
+}
+
+/// Wakeup flag for a ring-buffer write: only when enough is waiting.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global!(WAKEUP_BYTES) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 
@@ -53,14 +118,72 @@ fn read_offset(ptr: u64, f: u32) -> Option<i64> {
     }
 }
 
-/// Syscall entry: save the arguments and the offset's current value for this thread.
+/// The filters that need nothing but helpers, cheapest first.
+#[inline(always)]
+fn admitted(enabled: u32, pid_tgid: u64) -> bool {
+    if enabled & filter::PID != 0 {
+        let tgid = (pid_tgid >> 32) as u32;
+        // SAFETY: the value is only tested for presence.
+        if unsafe { FILTER_PIDS.get(&tgid) }.is_none() {
+            return false;
+        }
+    }
+    if enabled & filter::UID != 0 {
+        let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: as above.
+        if unsafe { FILTER_UIDS.get(&uid) }.is_none() {
+            return false;
+        }
+    }
+    if enabled & filter::COMM != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // SAFETY: as above.
+        if unsafe { FILTER_COMMS.get(&comm) }.is_none() {
+            return false;
+        }
+    }
+    if enabled & filter::CGROUP != 0 {
+        let n = global!(FILTERS.cgroup_count) as usize;
+        let mut hit = false;
+        for i in 0..MAX_CGROUP_FILTERS {
+            if i >= n {
+                break;
+            }
+            let [level, id] = global!(FILTERS.cgroups[i]);
+            // SAFETY: helper without preconditions.
+            if unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } == id {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+/// Syscall entry: filter, save the arguments, and write the entry record.
 #[inline(always)]
 pub fn enter(args: Args, hook: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: a read-only global that userspace sets before load.
-    if (pid_tgid >> 32) as u32 == unsafe { core::ptr::read_volatile(&TRACER_TGID) } {
+    if (pid_tgid >> 32) as u32 == global!(TRACER_TGID) {
         return;
     }
+    let enabled = global!(FILTERS.enabled);
+    if enabled != 0 && !admitted(enabled, pid_tgid) {
+        return;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() } as u64;
+    let out = fd::lookup(task, args.out_fd);
+    if enabled & filter::OUT_TYPE != 0 {
+        let k = out.ok().and_then(fd::kind_of).map_or(0, |(k, _, _)| k);
+        if global!(FILTERS.out_kinds) & (1 << k) == 0 {
+            return;
+        }
+    }
+
     let mut f = args.flags;
     let mut offset_before = 0;
     if args.offset_ptr != 0
@@ -69,9 +192,13 @@ pub fn enter(args: Args, hook: u32) {
         offset_before = v;
         f |= flags::OFFSET_BEFORE_VALID;
     }
+    // SAFETY: helper calls without preconditions.
+    let start_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if !write_entry(task, &args, out, pid_tgid, start_ns) {
+        f |= flags::ENTRY_LOST;
+    }
     let entry = InFlight {
-        // SAFETY: helper calls without preconditions.
-        start_ns: unsafe { bpf_ktime_get_boot_ns() },
+        start_ns,
         offset_ptr: args.offset_ptr,
         offset_before,
         count: args.count,
@@ -93,16 +220,87 @@ pub fn enter(args: Args, hook: u32) {
     }
 }
 
+/// Resolves both descriptors and the process into this CPU's scratch record and writes it to
+/// the ring; false if it could not be written.
+#[inline(always)]
+fn write_entry(
+    task: u64,
+    args: &Args,
+    out: Result<u64, u32>,
+    pid_tgid: u64,
+    start_ns: u64,
+) -> bool {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value; BPF programs do not nest on one CPU for these hooks.
+    let s = unsafe { &mut *s };
+    s.rec = EntryRecord {
+        kind: kind::ENTRY,
+        pid_tgid,
+        start_ns,
+        ..EntryRecord::default()
+    };
+    s.pos = 0;
+    let mut t = fd::Tail {
+        base: s.tail.as_mut_ptr(),
+        pos: &mut s.pos,
+    };
+    fd::describe(&mut t, fd::lookup(task, args.in_fd), &mut s.rec.in_fd);
+    fd::describe(&mut t, out, &mut s.rec.out_fd);
+    task::describe(&mut t, &mut s.rec, task);
+    let used = t.pos();
+    let tail_len = if used > TAIL_SIZE as u32 {
+        TAIL_SIZE as u32
+    } else {
+        used
+    };
+    s.rec.tail_len = tail_len as u16;
+    let size = core::mem::size_of::<EntryRecord>() as u64 + tail_len as u64;
+    // SAFETY: `size` is within the scratch value (record plus at most TAIL_SIZE bytes).
+    let ret = unsafe {
+        bpf_ringbuf_output(
+            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+            (s as *mut Scratch).cast(),
+            size,
+            wakeup(),
+        )
+    };
+    if ret != 0 {
+        count_lost(lost::RING_BUFFER_FULL);
+        return false;
+    }
+    true
+}
+
 /// Syscall exit: pair with the saved entry and emit one record.
 #[inline(always)]
 pub fn exit(ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(entry) = (unsafe { IN_FLIGHT.get(&pid_tgid) }).copied() else {
-        // Not followed: started before we attached, or its loss is already counted.
+        // Not followed: started before we attached, filtered out, or its loss is already counted.
         return;
     };
     let _ = IN_FLIGHT.remove(&pid_tgid);
+
+    let enabled = global!(FILTERS.enabled);
+    let filtered_out = (enabled & filter::ERRORS_ONLY != 0 && ret >= 0)
+        || (enabled & filter::MIN_BYTES != 0 && ret < global!(FILTERS.min_bytes) as i64);
+    if filtered_out {
+        if entry.flags & flags::ENTRY_LOST == 0 {
+            let drop = DropRecord {
+                kind: kind::DROP,
+                _pad: 0,
+                pid_tgid,
+                start_ns: entry.start_ns,
+            };
+            if EVENTS.output(&drop, wakeup()).is_err() {
+                count_lost(lost::RING_BUFFER_FULL);
+            }
+        }
+        return;
+    }
 
     let mut f = entry.flags;
     let mut offset_after = 0;
@@ -117,6 +315,12 @@ pub fn exit(ret: i64) {
         return;
     };
     slot.write(SendfileRecord {
+        kind: kind::EXIT,
+        entry_status: if f & flags::ENTRY_LOST != 0 {
+            entry_status::RING_FULL
+        } else {
+            entry_status::WRITTEN
+        },
         start_ns: entry.start_ns,
         // SAFETY: helper calls without preconditions.
         end_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -136,5 +340,5 @@ pub fn exit(ret: i64) {
         hook: entry.hook,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    slot.submit(0);
+    slot.submit(wakeup());
 }

@@ -8,10 +8,13 @@
 #![no_main]
 
 mod capture;
+mod fd;
 mod fentry;
 mod floor;
+mod kernel;
 mod kprobe;
 mod regs;
+mod task;
 mod tracepoint;
 
 #[cfg(not(test))]

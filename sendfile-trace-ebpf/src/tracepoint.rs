@@ -12,12 +12,6 @@ use sendfile_trace_common::{Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386};
 
 use crate::{capture, regs};
 
-/// Byte offset of `thread_info.status` in `task_struct`: 16 on x86_64 since `thread_info` moved
-/// into `task_struct` (4.9), checked on 6.1, 6.12 and 6.18 by the VM matrix. A global so that
-/// userspace can override it from BTF at load time.
-#[unsafe(no_mangle)]
-static TI_STATUS_OFFSET: u32 = 16;
-
 /// `TS_COMPAT` in x86 `thread_info.status`: a 32-bit syscall is active.
 const TS_COMPAT: u32 = 0x0002;
 
@@ -51,9 +45,9 @@ pub fn sendfile_tp_exit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn in_compat_syscall() -> bool {
     // SAFETY: helper without preconditions; the read is checked by the kernel.
+    let off = crate::kernel::off!(task_ti_status) as usize;
     unsafe {
         let task = bpf_get_current_task() as usize;
-        let off = core::ptr::read_volatile(&TI_STATUS_OFFSET) as usize;
         bpf_probe_read_kernel((task + off) as *const u32).is_ok_and(|s| s & TS_COMPAT != 0)
     }
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::filter::{self, FilterSet, OutType, parse_comm, parse_min_bytes, parse_pid, parse_uid};
+
 /// Which kernel hook to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum HookChoice {
@@ -34,6 +36,40 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
+    /// Only calls by this process id (repeatable: any of them).
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, help_heading = FILTERS)]
+    pub pids: Vec<u32>,
+
+    /// Only calls by threads with this name, as the kernel keeps it (≤ 15 bytes; repeatable).
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm, help_heading = FILTERS)]
+    pub comms: Vec<[u8; 16]>,
+
+    /// Only calls by this real uid or user name (repeatable).
+    #[arg(long = "uid", value_name = "UID", value_parser = parse_uid, help_heading = FILTERS)]
+    pub uids: Vec<u32>,
+
+    /// Only calls from this cgroup v2 or below it: a path (under /sys/fs/cgroup) or a cgroup id
+    /// (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH|ID", help_heading = FILTERS)]
+    pub cgroups: Vec<String>,
+
+    /// Only calls from this container (docker, containerd, cri-o, podman id or a prefix of at
+    /// least 12 hex digits; repeatable). Resolved when the tracer starts.
+    #[arg(long = "container", value_name = "ID", help_heading = FILTERS)]
+    pub containers: Vec<String>,
+
+    /// Only failed calls.
+    #[arg(long, help_heading = FILTERS)]
+    pub errors_only: bool,
+
+    /// Only calls that moved at least this many bytes.
+    #[arg(long, value_name = "N", value_parser = parse_min_bytes, help_heading = FILTERS)]
+    pub min_bytes: Option<u64>,
+
+    /// Only calls whose out_fd is of this type (repeatable).
+    #[arg(long = "out-type", value_enum, value_name = "TYPE", help_heading = FILTERS)]
+    pub out_types: Vec<OutType>,
+
     /// More logging on stderr (-v debug, -vv trace).
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -43,7 +79,35 @@ pub struct Cli {
     pub quiet: bool,
 }
 
+/// Help heading of the filter flags.
+const FILTERS: &str = "Filters (applied in the kernel; values of one flag OR, flags AND)";
+
 impl Cli {
+    /// The filters, with cgroups and containers resolved; `Err` names the bad value.
+    pub fn filters(&self) -> Result<FilterSet, String> {
+        let root = std::path::Path::new(filter::CGROUP_ROOT);
+        let mut cgroups = Vec::new();
+        for c in &self.cgroups {
+            cgroups.push(filter::resolve_cgroup(root, c)?);
+        }
+        for c in &self.containers {
+            cgroups.extend(filter::resolve_container(root, c)?);
+        }
+        cgroups.sort_unstable();
+        cgroups.dedup();
+        let set = FilterSet {
+            pids: self.pids.clone(),
+            comms: self.comms.clone(),
+            uids: self.uids.clone(),
+            cgroups,
+            out_types: self.out_types.clone(),
+            errors_only: self.errors_only,
+            min_bytes: self.min_bytes,
+        };
+        set.check()?;
+        Ok(set)
+    }
+
     /// The stderr log level the flags ask for.
     pub fn log_level(&self) -> log::LevelFilter {
         match (self.quiet, self.verbose) {

@@ -1,9 +1,14 @@
 //! The daemon: attach, then read → decode → enrich → write until a signal or a closed output.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use sendfile_trace_common::{SendfileRecord, lost, names};
+use sendfile_trace_common::{
+    DropRecord, EntryRecord, SendfileRecord, kind, lost, names, record_kind,
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -13,7 +18,8 @@ use crate::{
     SCHEMA_VERSION,
     cli::Cli,
     error::{Error, one_line},
-    event::Enricher,
+    event::{Enricher, Entry},
+    filter::FilterSet,
     lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     output::{Output, WriteError, WriteResult},
     probes::{self, LoadOptions},
@@ -24,17 +30,22 @@ use crate::{
 /// ring buffer drained even without a wakeup.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How often the ring buffer is read without a wakeup: the kernel side wakes the reader only
+/// when a quarter of the ring is waiting, so a steady trickle is read on this timer instead of
+/// paying one wakeup per record.
+const POLL: Duration = Duration::from_millis(10);
+
 /// Records handled per turn of the loop: under a flood the ring never empties, and signals and
 /// loss reports must still get their turn.
 const BATCH: usize = 4096;
 
 /// Runs the tracer until SIGINT/SIGTERM or until the output's reader goes away.
-pub fn run(cli: &Cli) -> Result<(), Error> {
+pub fn run(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(run_async(cli))
+    runtime.block_on(run_async(cli, filters))
 }
 
 /// The counters and sinks of a running tracer.
@@ -44,6 +55,8 @@ struct Pipeline {
     events: u64,
     lost_map: PerCpuArray<MapData, u64>,
     lost_seen: [u64; lost::COUNT as usize],
+    /// Entry records waiting for their exit record, by thread.
+    pending: HashMap<u64, Entry>,
 }
 
 impl Pipeline {
@@ -54,20 +67,60 @@ impl Pipeline {
             let Some(item) = ring.next() else {
                 return Ok(false);
             };
-            match SendfileRecord::from_bytes(&item) {
-                Some(r) => {
-                    self.out.write(&self.enricher.event(&r))?;
-                    self.events += 1;
-                }
-                None => log::error!(
-                    "ring buffer record of {} bytes, expected {}: skipped (BPF object and daemon \
-                     disagree)",
-                    item.len(),
-                    SendfileRecord::SIZE
-                ),
-            }
+            self.handle(&item)?;
         }
         Ok(true)
+    }
+
+    /// Handles one ring-buffer record: an entry waits for its exit; an exit becomes an event.
+    fn handle(&mut self, item: &[u8]) -> WriteResult {
+        let bad = |what: &str| {
+            log::error!(
+                "malformed {what} record of {} bytes in the ring buffer: skipped (BPF object and \
+                 daemon disagree)",
+                item.len()
+            )
+        };
+        match record_kind(item) {
+            Some(kind::ENTRY) => match EntryRecord::from_bytes(item) {
+                Some((rec, tail)) => {
+                    // A thread makes one call at a time: an older entry of it never got an exit.
+                    self.pending.insert(
+                        rec.pid_tgid,
+                        Entry {
+                            rec,
+                            tail: tail.to_vec(),
+                        },
+                    );
+                }
+                None => bad("entry"),
+            },
+            Some(kind::EXIT) => match SendfileRecord::from_bytes(item) {
+                Some(r) => {
+                    let entry = self
+                        .pending
+                        .remove(&r.pid_tgid)
+                        .filter(|e| e.rec.start_ns == r.start_ns);
+                    self.out.write(&self.enricher.event(&r, entry.as_ref()))?;
+                    self.events += 1;
+                }
+                None => bad("exit"),
+            },
+            Some(kind::DROP) => match DropRecord::from_bytes(item) {
+                Some(d) => {
+                    if self
+                        .pending
+                        .get(&d.pid_tgid)
+                        .is_some_and(|e| e.rec.start_ns == d.start_ns)
+                    {
+                        self.pending.remove(&d.pid_tgid);
+                    }
+                }
+                None => bad("drop"),
+            },
+            _ => bad("unknown"),
+        }
+        Ok(())
     }
 
     /// Reports new losses counted by the kernel side, one `events_lost` per reason.
@@ -91,7 +144,7 @@ impl Pipeline {
     }
 }
 
-async fn run_async(cli: &Cli) -> Result<(), Error> {
+async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let mut out = match &cli.output {
         Some(path) => Output::file(path)?,
         None => Output::stdout(),
@@ -99,6 +152,7 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
     let opts = LoadOptions {
         ring_buffer_size: cli.ring_buffer_size,
         tracer_tgid: std::process::id(),
+        filters,
     };
     let mut attached = probes::attach(cli.hook, opts)?;
     log::info!(
@@ -157,12 +211,15 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
         events: 0,
         lost_map,
         lost_seen: [0; lost::COUNT as usize],
+        pending: HashMap::new(),
     };
     if let Err(e) = startup {
         return finish(e);
     }
 
     let mut tick = tokio::time::interval(TICK);
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Records left in the ring after a full batch: drained on the next turn, without a wakeup.
     let mut backlog = false;
     let reason = loop {
@@ -177,6 +234,11 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
                     .and_then(|()| p.out.flush())
             }
             () = std::future::ready(()), if backlog => {
+                p.drain(ring.get_mut(), BATCH)
+                    .map(|more| backlog = more)
+                    .and_then(|()| p.out.flush())
+            }
+            _ = poll.tick() => {
                 p.drain(ring.get_mut(), BATCH)
                     .map(|more| backlog = more)
                     .and_then(|()| p.out.flush())

@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 
 use sendfile_trace_common::{
-    Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, SendfileRecord, flags,
+    EntryRecord, FdRecord, Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, Seg,
+    SendfileRecord, entry_status, fd_flags, fd_kind, fd_reason, flags,
 };
 use serde::Serialize;
 
@@ -26,18 +27,19 @@ pub struct SendfileEvent<'a> {
     pub timestamp: u64,
     /// CPU the call entered on.
     pub processor_id: u32,
-    /// Thread group id in the caller's own pid namespace.
-    pub process_id: u32,
-    /// Thread id in the caller's own pid namespace.
-    pub thread_id: u32,
-    /// Parent's thread group id in the caller's own pid namespace (0 if outside it).
-    pub parent_process_id: u32,
+    /// Thread group id in the caller's own pid namespace (null if its entry record was lost).
+    pub process_id: Option<u32>,
+    /// Thread id in the caller's own pid namespace (null if its entry record was lost).
+    pub thread_id: Option<u32>,
+    /// Parent's thread group id in the caller's own pid namespace (0 if the parent is outside
+    /// it; null if the entry record was lost).
+    pub parent_process_id: Option<u32>,
     /// Thread group id in the host (initial) pid namespace.
     pub host_process_id: u32,
     /// Thread id in the host pid namespace.
     pub host_thread_id: u32,
-    /// Parent's thread group id in the host pid namespace.
-    pub host_parent_process_id: u32,
+    /// Parent's thread group id in the host pid namespace (null if the entry record was lost).
+    pub host_parent_process_id: Option<u32>,
     /// Real uid of the caller.
     pub user_id: u32,
     /// Real gid of the caller.
@@ -48,14 +50,15 @@ pub struct SendfileEvent<'a> {
     /// Hex of the exact comm bytes, present only when they are not valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_name_hex: Option<String>,
-    /// The program the process runs (`mm->exe_file`), resolved in the kernel.
-    pub executable: Executable,
+    /// The program the process runs (`mm->exe_file`), resolved in the kernel; null for a
+    /// kernel thread or a lost entry record.
+    pub executable: Option<Executable>,
     /// Wall-clock ns since the epoch when the calling thread started.
-    pub thread_start_time: u64,
+    pub thread_start_time: Option<u64>,
     /// Inode number of the caller's mount namespace.
-    pub mount_namespace: u32,
+    pub mount_namespace: Option<u32>,
     /// Inode number of the caller's pid namespace.
-    pub pid_namespace: u32,
+    pub pid_namespace: Option<u32>,
     /// Host name.
     pub host_name: &'a str,
     /// cgroup v2 id of the caller.
@@ -270,9 +273,193 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The entry record of a call and its tail, as read from the ring.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The fixed part.
+    pub rec: EntryRecord,
+    /// Paths and names.
+    pub tail: Vec<u8>,
+}
+
+impl Entry {
+    fn seg(&self, s: Seg) -> &[u8] {
+        self.tail
+            .get(s.off as usize..s.off as usize + s.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// A path from its leaf-first components.
+    fn path(&self, s: Seg) -> Vec<u8> {
+        let mut parts = Vec::new();
+        let mut b = self.seg(s);
+        while let Some((&len, rest)) = b.split_first() {
+            let len = (len as usize).min(rest.len());
+            parts.push(&rest[..len]);
+            b = &rest[len..];
+        }
+        let mut path = Vec::with_capacity(s.len as usize + 1);
+        for p in parts.iter().rev() {
+            path.push(b'/');
+            path.extend_from_slice(p);
+        }
+        if path.is_empty() {
+            path.push(b'/');
+        }
+        path
+    }
+}
+
+/// Text of attacker-controlled bytes, and their hex when they are not UTF-8.
+fn text(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex(bytes)),
+        ),
+    }
+}
+
+/// `stat(2)`'s `st_dev` for a kernel `dev_t` (major << 20 | minor), as glibc's `makedev`.
+pub fn st_dev(kdev: u32) -> u64 {
+    let (major, minor) = (u64::from(kdev >> 20), u64::from(kdev & 0xf_ffff));
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+fn family_name(f: u16) -> Cow<'static, str> {
+    match f {
+        1 => "AF_UNIX".into(),
+        2 => "AF_INET".into(),
+        10 => "AF_INET6".into(),
+        16 => "AF_NETLINK".into(),
+        17 => "AF_PACKET".into(),
+        40 => "AF_VSOCK".into(),
+        n => format!("AF_{n}").into(),
+    }
+}
+
+fn protocol_name(family: u16, protocol: u16, sock_type: u16) -> Cow<'static, str> {
+    if family == 1 {
+        return match sock_type {
+            1 => "STREAM".into(),
+            2 => "DGRAM".into(),
+            5 => "SEQPACKET".into(),
+            t => format!("TYPE_{t}").into(),
+        };
+    }
+    match protocol {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        136 => "UDPLITE".into(),
+        262 => "MPTCP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMPV6".into(),
+        255 => "RAW".into(),
+        p => format!("IPPROTO_{p}").into(),
+    }
+}
+
+fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<Endpoint> {
+    let ip: std::net::IpAddr = if family == 2 {
+        std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+    } else {
+        std::net::Ipv6Addr::from(*addr).into()
+    };
+    (!ip.is_unspecified() || port != 0).then(|| Endpoint::Inet {
+        ip: ip.to_string(),
+        port,
+    })
+}
+
+fn unix_endpoint(raw: &[u8]) -> Option<Endpoint> {
+    let bytes: Vec<u8> = match raw.split_first() {
+        None => return None,
+        // Abstract namespace: a leading NUL, then exact bytes (shown as `@name`).
+        Some((0, rest)) => std::iter::once(b'@').chain(rest.iter().copied()).collect(),
+        Some(_) => raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())].to_vec(),
+    };
+    let (path, path_hex) = text(&bytes);
+    Some(Endpoint::Unix { path, path_hex })
+}
+
+/// The container id carried by a cgroup name (`docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope`, or a bare 64-hex-digit id under the cgroupfs driver).
+pub fn container_id_of(cgroup_name: &str) -> Option<String> {
+    let base = cgroup_name.strip_suffix(".scope").unwrap_or(cgroup_name);
+    let id = base.rsplit('-').next().unwrap_or(base);
+    let conmon = base.contains("conmon");
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !conmon)
+        .then(|| id.to_ascii_lowercase())
+}
+
+fn fd_info(fd: i32, e: &Entry, r: &FdRecord) -> FdInfo {
+    let path_info = || {
+        let (path, path_hex) = text(&e.path(r.path));
+        PathInfo {
+            path,
+            path_hex,
+            truncated: r.flags & fd_flags::PATH_TRUNCATED != 0,
+            inode: r.ino,
+            dev: st_dev(r.dev),
+            deleted: r.flags & fd_flags::DELETED != 0,
+        }
+    };
+    let kind = match r.kind {
+        fd_kind::FILE => FdKind::File(path_info()),
+        fd_kind::CHARDEV => FdKind::Chardev(path_info()),
+        fd_kind::OTHER => FdKind::Other(path_info()),
+        fd_kind::PIPE => FdKind::Pipe { inode: r.ino },
+        fd_kind::ANON_INODE => FdKind::AnonInode {
+            name: String::from_utf8_lossy(e.seg(r.path)).into_owned(),
+        },
+        fd_kind::SOCKET => {
+            let (local, remote) = match r.family {
+                2 | 10 => (
+                    inet_endpoint(r.family, &r.local_addr, r.local_port),
+                    inet_endpoint(r.family, &r.remote_addr, r.remote_port),
+                ),
+                1 => (
+                    unix_endpoint(e.seg(r.local_path)),
+                    unix_endpoint(e.seg(r.remote_path)),
+                ),
+                _ => (None, None),
+            };
+            FdKind::Socket(SocketInfo {
+                family: family_name(r.family).into_owned(),
+                protocol: protocol_name(r.family, r.protocol, r.sock_type).into_owned(),
+                inode: r.ino,
+                local,
+                remote,
+            })
+        }
+        _ => FdKind::Unknown {
+            reason: fd_reason::NAMES
+                .get(r.reason as usize)
+                .copied()
+                .unwrap_or("unknown")
+                .to_owned(),
+        },
+    };
+    FdInfo { fd, kind }
+}
+
+fn unresolved(fd: i32, reason: &str) -> FdInfo {
+    FdInfo {
+        fd,
+        kind: FdKind::Unknown {
+            reason: reason.to_owned(),
+        },
+    }
+}
+
 impl Enricher {
-    /// Builds the event for one record.
-    pub fn event<'a>(&'a self, r: &'a SendfileRecord) -> SendfileEvent<'a> {
+    /// Builds the event for one exit record and the entry record of the same call, if it came.
+    pub fn event<'a>(&'a self, r: &'a SendfileRecord, entry: Option<&Entry>) -> SendfileEvent<'a> {
         let comm = comm_bytes(&r.comm);
         let process_name = String::from_utf8_lossy(comm);
         let process_name_hex = matches!(process_name, Cow::Owned(_)).then(|| hex(comm));
@@ -283,26 +470,55 @@ impl Enricher {
             _ => "unknown",
         };
         let valid = |bit: u32, v: i64| (r.flags & bit != 0).then_some(v);
+        let (in_fd, out_fd) = match entry {
+            Some(e) => (
+                fd_info(r.in_fd, e, &e.rec.in_fd),
+                fd_info(r.out_fd, e, &e.rec.out_fd),
+            ),
+            None => {
+                let why = if r.entry_status == entry_status::RING_FULL {
+                    "ring buffer full at syscall entry"
+                } else {
+                    "entry record missing"
+                };
+                (unresolved(r.in_fd, why), unresolved(r.out_fd, why))
+            }
+        };
+        let executable = entry
+            .filter(|e| e.rec.flags & fd_flags::NO_EXE == 0)
+            .map(|e| {
+                let (path, path_hex) = text(&e.path(e.rec.exe));
+                Executable {
+                    path,
+                    path_hex,
+                    truncated: e.rec.flags & fd_flags::EXE_TRUNCATED != 0,
+                }
+            });
+        let container_id = entry.and_then(|e| {
+            [e.rec.cgroup_name, e.rec.cgroup_parent]
+                .into_iter()
+                .find_map(|s| container_id_of(&String::from_utf8_lossy(e.seg(s))))
+        });
         SendfileEvent {
             timestamp: self.clock.wall_ns(r.start_ns),
             processor_id: r.cpu,
-            process_id: (r.pid_tgid >> 32) as u32,
-            thread_id: r.pid_tgid as u32,
-            parent_process_id: 0,
+            process_id: entry.map(|e| e.rec.ns_tgid),
+            thread_id: entry.map(|e| e.rec.ns_tid),
+            parent_process_id: entry.map(|e| e.rec.ns_ppid),
             host_process_id: (r.pid_tgid >> 32) as u32,
             host_thread_id: r.pid_tgid as u32,
-            host_parent_process_id: 0,
+            host_parent_process_id: entry.map(|e| e.rec.host_ppid),
             user_id: r.uid_gid as u32,
             group_id: (r.uid_gid >> 32) as u32,
             process_name,
             process_name_hex,
-            executable: Executable::default(),
-            thread_start_time: 0,
-            mount_namespace: 0,
-            pid_namespace: 0,
+            executable,
+            thread_start_time: entry.map(|e| self.clock.wall_ns(e.rec.thread_start_ns)),
+            mount_namespace: entry.map(|e| e.rec.mnt_ns),
+            pid_namespace: entry.map(|e| e.rec.pid_ns),
             host_name: &self.host_name,
             cgroup_id: r.cgroup_id,
-            container_id: None,
+            container_id,
             event_id: "40",
             event_name: "sendfile",
             syscall,
@@ -332,18 +548,8 @@ impl Enricher {
                     value: ArgValue::U64(r.count),
                 },
             ],
-            in_fd: FdInfo {
-                fd: r.in_fd,
-                kind: FdKind::Unknown {
-                    reason: "not resolved".into(),
-                },
-            },
-            out_fd: FdInfo {
-                fd: r.out_fd,
-                kind: FdKind::Unknown {
-                    reason: "not resolved".into(),
-                },
-            },
+            in_fd,
+            out_fd,
             offset_value: valid(flags::OFFSET_BEFORE_VALID, r.offset_before),
             offset_after: valid(flags::OFFSET_AFTER_VALID, r.offset_after),
             duration_ns: r.end_ns.saturating_sub(r.start_ns),

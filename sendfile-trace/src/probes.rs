@@ -2,13 +2,14 @@
 
 use std::collections::HashSet;
 
+use aya::maps::HashMap as BpfHashMap;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 use sendfile_trace_common::{Hook, names};
 
-use crate::{cli::HookChoice, error::Error, error::one_line, system};
+use crate::{btf, cli::HookChoice, error::Error, error::one_line, filter::FilterSet, system};
 
 /// The compiled kernel side, embedded at build time.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
@@ -25,12 +26,23 @@ const IA32_FNS: [&str; 3] = [
 ];
 
 /// Settings for loading the BPF object.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two ≥ page size).
     pub ring_buffer_size: u32,
     /// Our own tgid, whose calls the programs skip.
     pub tracer_tgid: u32,
+    /// Kernel filters.
+    pub filters: FilterSet,
+}
+
+impl LoadOptions {
+    /// Bytes waiting in the ring before a write wakes the reader: a quarter of the ring, so a
+    /// burst wakes it long before the ring fills, while a steady trickle is read on the
+    /// reader's own short timer instead of one wakeup per record.
+    pub fn wakeup_bytes(&self) -> u64 {
+        u64::from(self.ring_buffer_size / 4)
+    }
 }
 
 /// A loaded object with one hook family attached.
@@ -91,10 +103,17 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         HookChoice::Fentry => &[Hook::Fentry],
         HookChoice::Tracepoint => &[Hook::Tracepoint],
     };
+    let offsets = btf::Btf::from_sys_fs()
+        .and_then(|b| b.offsets().map_err(|e| e.to_string()))
+        .map_err(|e| {
+            Error::Load(format!(
+                "kernel struct layouts unknown ({e}): this kernel needs CONFIG_DEBUG_INFO_BTF"
+            ))
+        })?;
     let mut fallbacks = Vec::new();
     for &hook in order {
         // A fresh object per attempt: a failed attempt's programs and links go with it.
-        let mut ebpf = load(opts)?;
+        let mut ebpf = load(&opts, &offsets)?;
         match attach_hook(&mut ebpf, hook) {
             Ok(targets) => {
                 return Ok(Attached {
@@ -119,10 +138,15 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
     Err(Error::NoHook(all))
 }
 
-fn load(opts: LoadOptions) -> Result<Ebpf, Error> {
-    EbpfLoader::new()
+fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<Ebpf, Error> {
+    let filters = opts.filters.globals();
+    let wakeup = opts.wakeup_bytes();
+    let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::EVENTS, opts.ring_buffer_size)
         .override_global(names::TRACER_TGID, &opts.tracer_tgid, true)
+        .override_global(names::OFFSETS, offsets, true)
+        .override_global(names::FILTERS, &filters, true)
+        .override_global(names::WAKEUP_BYTES, &wakeup, true)
         .load(BPF_OBJECT)
         .map_err(|e| {
             let msg = one_line(&e);
@@ -131,7 +155,27 @@ fn load(opts: LoadOptions) -> Result<Ebpf, Error> {
             } else {
                 Error::Load(msg)
             }
-        })
+        })?;
+    fill_filter_maps(&mut ebpf, &opts.filters)
+        .map_err(|e| Error::Load(format!("setting the filters: {e}")))?;
+    Ok(ebpf)
+}
+
+/// Puts the `--pid`, `--comm` and `--uid` values in their maps (before anything attaches).
+fn fill_filter_maps(ebpf: &mut Ebpf, f: &FilterSet) -> Result<(), String> {
+    fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]) -> Result<(), String> {
+        let map = ebpf
+            .map_mut(name)
+            .ok_or_else(|| format!("map {name} missing from the BPF object"))?;
+        let mut map: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(|e| one_line(&e))?;
+        for k in keys {
+            map.insert(k, &1, 0).map_err(|e| one_line(&e))?;
+        }
+        Ok(())
+    }
+    fill(ebpf, names::FILTER_PIDS, &f.pids)?;
+    fill(ebpf, names::FILTER_COMMS, &f.comms)?;
+    fill(ebpf, names::FILTER_UIDS, &f.uids)
 }
 
 fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, String> {
@@ -257,7 +301,10 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     system::ensure_tracefs()?;
-    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+    let err = |what: &str, e: aya::programs::ProgramError| {
+        log::debug!("{what}: {e:?}");
+        format!("{what}: {}", one_line(&e))
+    };
     for (name, tp) in [
         ("sendfile_tp_exit", "sys_exit_sendfile64"),
         ("sendfile_tp_enter", "sys_enter_sendfile64"),

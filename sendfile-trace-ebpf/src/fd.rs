@@ -1,0 +1,352 @@
+//! Resolving a descriptor from the caller's fd table at syscall entry: kind, path across mounts,
+//! inode, device, deletion, and socket endpoints.
+
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
+use sendfile_trace_common::{
+    FdRecord, PATH_BUDGET, PATH_DEPTH, Seg, TAIL_SIZE, fd_flags, fd_kind, fd_reason,
+};
+
+use crate::kernel::{copy, off, ptr, read};
+
+const MASK: u32 = TAIL_SIZE as u32 - 1;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// `sizeof(sockaddr_un.sun_path)`.
+const SUN_PATH_MAX: u32 = 108;
+
+/// The variable tail of the entry record being built (a per-CPU map value, `TAIL_SIZE` plus
+/// slack bytes long) and where the next free offset is kept.
+///
+/// The offset lives in map memory and every access is volatile, on purpose: the verifier does
+/// not track values stored in a map, so the states at the many exits of a path walk look alike
+/// and are pruned, instead of the rest of the program being verified once per exit.
+pub struct Tail {
+    /// Start of the tail.
+    pub base: *mut u8,
+    /// Bytes used so far (in map memory).
+    pub pos: *mut u32,
+}
+
+impl Tail {
+    /// Bytes used so far.
+    #[inline(always)]
+    pub fn pos(&self) -> u32 {
+        // SAFETY: points into this CPU's scratch value.
+        unsafe { core::ptr::read_volatile(self.pos) }
+    }
+
+    #[inline(always)]
+    fn set_pos(&self, v: u32) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(self.pos, v) }
+    }
+
+    /// Appends `len` (≤ 255) bytes from kernel address `src`, after a length byte if `prefixed`.
+    #[inline(always)]
+    fn push(&mut self, src: u64, len: u32, prefixed: bool, limit: u32) -> bool {
+        let pos = self.pos();
+        let head = prefixed as u32;
+        if len > 255 || pos > TAIL_SIZE as u32 {
+            return false;
+        }
+        let end = pos + head + len;
+        if end > limit || end > TAIL_SIZE as u32 {
+            return false;
+        }
+        // SAFETY: the offsets are masked into the tail and len ≤ 255 < the slack after it.
+        unsafe {
+            if prefixed {
+                *self.base.add((pos & MASK) as usize) = len as u8;
+            }
+            let dst = self.base.add(((pos + head) & MASK) as usize);
+            // The volatile load hides `len`'s range from LLVM so the mask survives for the
+            // verifier (LLVM's range checks are not ones the verifier can follow).
+            let size = core::ptr::read_volatile(&len) & 0xff;
+            if !copy(dst, size, src) {
+                return false;
+            }
+        }
+        self.set_pos(end);
+        true
+    }
+
+    /// Appends a NUL-terminated kernel string of at most 255 bytes into `seg`.
+    #[inline(always)]
+    pub fn push_str(&mut self, src: u64, seg: *mut Seg) {
+        let start = self.pos();
+        if start + 256 > TAIL_SIZE as u32 {
+            return;
+        }
+        // SAFETY: masked offset; 256 bytes fit in the slack after the tail.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                self.base.add((start & MASK) as usize).cast(),
+                256,
+                src as *const _,
+            )
+        };
+        if n <= 1 {
+            return;
+        }
+        let len = (n as u32 - 1) & 0xff;
+        self.set_pos(start + len);
+        // SAFETY: seg points into this CPU's scratch value.
+        unsafe {
+            core::ptr::write_volatile(
+                seg,
+                Seg {
+                    off: start as u16,
+                    len: len as u16,
+                },
+            )
+        };
+    }
+}
+
+/// Walks `dentry` in mount `vfsmnt` up to the root of the mount namespace, appending each
+/// component leaf first (a length byte, then the name) and writing the segment to `seg`. Sets
+/// `truncated_bit` in `*flags` if the walk stopped before the root (depth or byte budget, or a
+/// failed read). Results go to map memory, not registers (see [`Tail`]).
+#[inline(always)]
+pub fn walk_path(
+    t: &mut Tail,
+    mut dentry: u64,
+    mut vfsmnt: u64,
+    seg: *mut Seg,
+    flags: *mut u32,
+    truncated_bit: u32,
+) {
+    let start = t.pos();
+    if start > TAIL_SIZE as u32 {
+        return;
+    }
+    let limit = start + PATH_BUDGET;
+    let (o_root, o_mnt, o_mparent, o_mpoint) = (
+        off!(vfsmount_root),
+        off!(mount_mnt),
+        off!(mount_parent),
+        off!(mount_mountpoint),
+    );
+    let (o_parent, o_len, o_name) = (
+        off!(dentry_parent),
+        off!(dentry_name_len),
+        off!(dentry_name),
+    );
+    let mut done = false;
+    for _ in 0..PATH_DEPTH {
+        let Some(mnt_root) = ptr(vfsmnt, o_root) else {
+            break;
+        };
+        if dentry == mnt_root {
+            // Top of this mount: continue from where it is mounted, or stop at the namespace root.
+            let mount = vfsmnt.wrapping_sub(o_mnt);
+            let Some(parent) = ptr(mount, o_mparent) else {
+                break;
+            };
+            if parent == mount {
+                done = true;
+                break;
+            }
+            let Some(mountpoint) = ptr(mount, o_mpoint) else {
+                break;
+            };
+            dentry = mountpoint;
+            vfsmnt = parent + o_mnt;
+            continue;
+        }
+        let Some(parent) = ptr(dentry, o_parent) else {
+            break;
+        };
+        if parent == dentry {
+            // Root of a file system that is not mounted here (pseudo file systems).
+            done = true;
+            break;
+        }
+        let (Some(len), Some(name)) = (read::<u32>(dentry, o_len), ptr(dentry, o_name)) else {
+            break;
+        };
+        if !t.push(name, len, true, limit) {
+            break;
+        }
+        dentry = parent;
+    }
+    let end = t.pos();
+    // SAFETY: seg and flags point into this CPU's scratch value.
+    unsafe {
+        core::ptr::write_volatile(
+            seg,
+            Seg {
+                off: start as u16,
+                len: end.wrapping_sub(start) as u16,
+            },
+        );
+        if !done {
+            core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | truncated_bit);
+        }
+    }
+}
+
+/// The `struct file *` open at `fd` in `task`'s fd table, or the reason there is none.
+#[inline(always)]
+pub fn lookup(task: u64, fd: i32) -> Result<u64, u32> {
+    if fd < 0 {
+        return Err(fd_reason::OUT_OF_RANGE);
+    }
+    let fdt = ptr(task, off!(task_files))
+        .and_then(|files| ptr(files, off!(files_fdt)))
+        .ok_or(fd_reason::READ_FAILED)?;
+    let max = read::<u32>(fdt, off!(fdt_max_fds)).ok_or(fd_reason::READ_FAILED)?;
+    if fd as u32 >= max {
+        return Err(fd_reason::OUT_OF_RANGE);
+    }
+    let table = ptr(fdt, off!(fdt_fd)).ok_or(fd_reason::READ_FAILED)?;
+    match read::<u64>(table, (fd as u64) * 8) {
+        Some(0) => Err(fd_reason::NOT_OPEN),
+        Some(file) => Ok(file),
+        None => Err(fd_reason::READ_FAILED),
+    }
+}
+
+/// The kind of an open file, from its inode's mode; also returns the inode.
+#[inline(always)]
+pub fn kind_of(file: u64) -> Option<(u32, u64, u32)> {
+    let inode = ptr(file, off!(file_inode))?;
+    let mode = read::<u16>(inode, off!(inode_mode))? as u32;
+    let kind = match mode & 0o170000 {
+        0o100000 | 0o040000 => fd_kind::FILE,
+        0o020000 => fd_kind::CHARDEV,
+        0o010000 => fd_kind::PIPE,
+        0o140000 => fd_kind::SOCKET,
+        0 => fd_kind::ANON_INODE,
+        _ => fd_kind::OTHER,
+    };
+    Some((kind, inode, mode))
+}
+
+/// Fills `r` for descriptor `fd` of `task` (already looked up as `found`).
+#[inline(always)]
+pub fn describe(t: &mut Tail, found: Result<u64, u32>, r: &mut FdRecord) {
+    let file = match found {
+        Ok(file) => file,
+        Err(reason) => {
+            r.kind = fd_kind::UNKNOWN;
+            r.reason = reason;
+            return;
+        }
+    };
+    let Some((kind, inode, mode)) = kind_of(file) else {
+        r.kind = fd_kind::UNKNOWN;
+        r.reason = fd_reason::READ_FAILED;
+        return;
+    };
+    r.kind = kind;
+    r.mode = mode;
+    r.ino = read::<u64>(inode, off!(inode_ino)).unwrap_or(0);
+    r.dev = ptr(inode, off!(inode_sb))
+        .and_then(|sb| read::<u32>(sb, off!(sb_dev)))
+        .unwrap_or(0);
+    if kind == fd_kind::SOCKET {
+        describe_socket(t, file, r);
+        return;
+    }
+    if kind == fd_kind::PIPE {
+        return;
+    }
+    let (Some(mnt), Some(dentry)) = (
+        ptr(file, off!(file_path_mnt)),
+        ptr(file, off!(file_path_dentry)),
+    ) else {
+        r.kind = fd_kind::UNKNOWN;
+        r.reason = fd_reason::READ_FAILED;
+        return;
+    };
+    if kind == fd_kind::ANON_INODE {
+        // Its dentry's name, e.g. "[eventfd]".
+        if let Some(name) = ptr(dentry, off!(dentry_name)) {
+            t.push_str(name, &mut r.path);
+        }
+        return;
+    }
+    walk_path(
+        t,
+        dentry,
+        mnt,
+        &mut r.path,
+        &mut r.flags,
+        fd_flags::PATH_TRUNCATED,
+    );
+    // Unlinked: unhashed but not a root (the kernel's d_unlinked()).
+    let unhashed = read::<u64>(dentry, off!(dentry_hash_pprev)) == Some(0);
+    let is_root = ptr(dentry, off!(dentry_parent)) == Some(dentry);
+    if unhashed && !is_root {
+        r.flags |= fd_flags::DELETED;
+    }
+}
+
+/// Appends a UNIX socket's bound `sun_path` (from its `unix_address`) into `seg`, if it has one.
+#[inline(always)]
+fn unix_path(t: &mut Tail, sk: u64, seg: *mut Seg) {
+    let Some(addr) = ptr(sk, off!(unix_addr)) else {
+        return;
+    };
+    let Some(len) = read::<u32>(addr, off!(unix_address_len)) else {
+        return;
+    };
+    // `len` counts sun_family (2 bytes) too; unsigned math keeps the verifier's bounds.
+    let n = len.wrapping_sub(2);
+    if n == 0 || n > SUN_PATH_MAX {
+        return;
+    }
+    let start = t.pos();
+    if t.push(
+        addr + off!(unix_address_name) + 2,
+        n,
+        false,
+        TAIL_SIZE as u32,
+    ) {
+        // SAFETY: seg points into this CPU's scratch value.
+        unsafe {
+            core::ptr::write_volatile(
+                seg,
+                Seg {
+                    off: start as u16,
+                    len: n as u16,
+                },
+            )
+        };
+    }
+}
+
+#[inline(always)]
+fn describe_socket(t: &mut Tail, file: u64, r: &mut FdRecord) {
+    let Some(sk) = ptr(file, off!(file_private_data)).and_then(|sock| ptr(sock, off!(socket_sk)))
+    else {
+        return;
+    };
+    r.family = read::<u16>(sk, off!(sk_family)).unwrap_or(0);
+    r.protocol = read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+    r.sock_type = read::<u16>(sk, off!(sk_type)).unwrap_or(0);
+    match r.family {
+        AF_INET | AF_INET6 => {
+            r.local_port = read::<u16>(sk, off!(sk_num)).unwrap_or(0);
+            r.remote_port = u16::from_be(read::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+            if r.family == AF_INET {
+                let l = read::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
+                let d = read::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+                r.local_addr[..4].copy_from_slice(&l);
+                r.remote_addr[..4].copy_from_slice(&d);
+            } else {
+                r.local_addr = read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+                r.remote_addr = read::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+            }
+        }
+        AF_UNIX => {
+            unix_path(t, sk, &mut r.local_path);
+            if let Some(peer) = ptr(sk, off!(unix_peer)) {
+                unix_path(t, peer, &mut r.remote_path);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,48 @@
+//! Reading kernel structs at offsets userspace computed from the running kernel's BTF.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_probe_read_kernel as read_raw};
+use sendfile_trace_common::Offsets;
+
+/// Struct offsets of the running kernel, set by userspace at load (`names::OFFSETS`).
+#[unsafe(no_mangle)]
+pub static OFFSETS: Offsets = Offsets {
+    task_ti_status: 16,
+    ..zero_offsets()
+};
+
+const fn zero_offsets() -> Offsets {
+    // SAFETY: Offsets is plain u32 fields; all-zero is valid.
+    unsafe { core::mem::zeroed() }
+}
+
+/// One offset, read through a volatile load so the compiler cannot fold the load-time value.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: a read-only global that userspace sets before load.
+        (unsafe { core::ptr::read_volatile(&$crate::kernel::OFFSETS.$field) } as u64)
+    };
+}
+pub(crate) use off;
+
+/// Reads a `T` at kernel address `base + off`; `None` if the read faults.
+#[inline(always)]
+pub fn read<T: Copy>(base: u64, off: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const T).ok() }
+}
+
+/// Reads a kernel pointer at `base + off`; `None` if the read faults or the pointer is NULL.
+#[inline(always)]
+pub fn ptr(base: u64, off: u64) -> Option<u64> {
+    read::<u64>(base, off).filter(|&p| p != 0)
+}
+
+/// Copies `len` bytes from kernel address `src` to `dst`; false if the read faults.
+///
+/// # Safety
+/// `dst` must be valid for `len` bytes of writes.
+#[inline(always)]
+pub unsafe fn copy(dst: *mut u8, len: u32, src: u64) -> bool {
+    // SAFETY: the caller guarantees dst; the kernel checks src.
+    unsafe { read_raw(dst.cast(), len, src as *const _) == 0 }
+}
