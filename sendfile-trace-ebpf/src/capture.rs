@@ -266,11 +266,9 @@ fn write_entry(
             wakeup(),
         )
     };
-    if ret != 0 {
-        count_lost(lost::RING_BUFFER_FULL);
-        return false;
-    }
-    true
+    // Not counted as a loss: the call's exit record still comes, and its event says that its
+    // descriptors and process context were lost (userspace counts such events).
+    ret == 0
 }
 
 /// Syscall exit: pair with the saved entry and emit one record.

@@ -48,8 +48,8 @@ pub struct Cli {
     #[arg(long = "uid", value_name = "UID", value_parser = parse_uid, help_heading = FILTERS)]
     pub uids: Vec<u32>,
 
-    /// Only calls from this cgroup v2 or below it: a path (under /sys/fs/cgroup) or a cgroup id
-    /// (repeatable).
+    /// Only calls from this cgroup v2 or below it: a path (absolute or under the cgroup2 mount)
+    /// or a cgroup id (repeatable).
     #[arg(long = "cgroup", value_name = "PATH|ID", help_heading = FILTERS)]
     pub cgroups: Vec<String>,
 
@@ -85,13 +85,15 @@ const FILTERS: &str = "Filters (applied in the kernel; values of one flag OR, fl
 impl Cli {
     /// The filters, with cgroups and containers resolved; `Err` names the bad value.
     pub fn filters(&self) -> Result<FilterSet, String> {
-        let root = std::path::Path::new(filter::CGROUP_ROOT);
         let mut cgroups = Vec::new();
-        for c in &self.cgroups {
-            cgroups.push(filter::resolve_cgroup(root, c)?);
-        }
-        for c in &self.containers {
-            cgroups.extend(filter::resolve_container(root, c)?);
+        if !self.cgroups.is_empty() || !self.containers.is_empty() {
+            let root = filter::cgroup2_root()?;
+            for c in &self.cgroups {
+                cgroups.push(filter::resolve_cgroup(&root, c)?);
+            }
+            for c in &self.containers {
+                cgroups.extend(filter::resolve_container(&root, c)?);
+            }
         }
         cgroups.sort_unstable();
         cgroups.dedup();

@@ -57,6 +57,8 @@ struct Pipeline {
     lost_seen: [u64; lost::COUNT as usize],
     /// Entry records waiting for their exit record, by thread.
     pending: HashMap<u64, Entry>,
+    /// Events written without their entry record.
+    incomplete: u64,
 }
 
 impl Pipeline {
@@ -101,6 +103,9 @@ impl Pipeline {
                         .pending
                         .remove(&r.pid_tgid)
                         .filter(|e| e.rec.start_ns == r.start_ns);
+                    if entry.is_none() {
+                        self.incomplete += 1;
+                    }
                     self.out.write(&self.enricher.event(&r, entry.as_ref()))?;
                     self.events += 1;
                 }
@@ -212,6 +217,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         lost_map,
         lost_seen: [0; lost::COUNT as usize],
         pending: HashMap::new(),
+        incomplete: 0,
     };
     if let Err(e) = startup {
         return finish(e);
@@ -278,6 +284,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 events: p.events,
                 lost: p.lost_seen.iter().sum(),
                 lost_by_reason,
+                incomplete: p.incomplete,
                 schema_version: SCHEMA_VERSION,
             };
             p.out.write(&stop)

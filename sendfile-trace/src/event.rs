@@ -569,6 +569,8 @@ mod tests {
         let mut comm = [0u8; 16];
         comm[..5].copy_from_slice(b"nginx");
         SendfileRecord {
+            kind: sendfile_trace_common::kind::EXIT,
+            entry_status: entry_status::WRITTEN,
             start_ns: 1_000,
             end_ns: 1_500,
             pid_tgid: (4242u64 << 32) | 4243,
@@ -596,11 +598,85 @@ mod tests {
         }
     }
 
-    fn encode(r: &SendfileRecord) -> Value {
+    fn encode_with(r: &SendfileRecord, entry: Option<&Entry>) -> Value {
         let e = enricher();
-        let line = serde_json::to_string(&e.event(r)).unwrap();
+        let line = serde_json::to_string(&e.event(r, entry)).unwrap();
         assert!(!line.contains('\n'));
         serde_json::from_str(&line).unwrap()
+    }
+
+    fn encode(r: &SendfileRecord) -> Value {
+        encode_with(r, None)
+    }
+
+    /// Appends leaf-first path components, as the kernel side writes them.
+    fn push_path(tail: &mut Vec<u8>, path: &[u8]) -> Seg {
+        let off = tail.len() as u16;
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+            tail.push(comp.len() as u8);
+            tail.extend_from_slice(comp);
+        }
+        Seg {
+            off,
+            len: tail.len() as u16 - off,
+        }
+    }
+
+    fn push_raw(tail: &mut Vec<u8>, b: &[u8]) -> Seg {
+        let off = tail.len() as u16;
+        tail.extend_from_slice(b);
+        Seg {
+            off,
+            len: b.len() as u16,
+        }
+    }
+
+    /// An nginx-like call: a file (with a hostile name) to a TCP socket, in a docker container.
+    fn entry() -> Entry {
+        let mut tail = Vec::new();
+        let mut rec = EntryRecord {
+            kind: sendfile_trace_common::kind::ENTRY,
+            pid_tgid: (4242u64 << 32) | 4243,
+            start_ns: 1_000,
+            thread_start_ns: 500,
+            ns_tgid: 1,
+            ns_tid: 2,
+            ns_ppid: 0,
+            host_ppid: 4000,
+            mnt_ns: 4026531840,
+            pid_ns: 4026531836,
+            ..EntryRecord::default()
+        };
+        rec.in_fd = FdRecord {
+            kind: fd_kind::FILE,
+            ino: 1234,
+            dev: (8 << 20) | 1,
+            flags: fd_flags::DELETED,
+            path: push_path(&mut tail, b"/srv/www/a \"b\"\n\xff.jpg"),
+            ..FdRecord::default()
+        };
+        let mut local_addr = [0u8; 16];
+        local_addr[..4].copy_from_slice(&[10, 0, 0, 5]);
+        let mut remote_addr = [0u8; 16];
+        remote_addr[..4].copy_from_slice(&[203, 0, 113, 7]);
+        rec.out_fd = FdRecord {
+            kind: fd_kind::SOCKET,
+            ino: 99,
+            family: 2,
+            protocol: 6,
+            sock_type: 1,
+            local_port: 80,
+            remote_port: 51234,
+            local_addr,
+            remote_addr,
+            ..FdRecord::default()
+        };
+        rec.exe = push_path(&mut tail, b"/usr/sbin/nginx");
+        let id = "a".repeat(64);
+        rec.cgroup_name = push_raw(&mut tail, format!("docker-{id}.scope").as_bytes());
+        rec.cgroup_parent = push_raw(&mut tail, b"system.slice");
+        rec.tail_len = tail.len() as u16;
+        Entry { rec, tail }
     }
 
     #[test]
@@ -611,13 +687,13 @@ mod tests {
         assert!(SendfileRecord::from_bytes(&r.as_bytes()[1..]).is_none());
         let v = encode(&back);
         let expected = json!({
-            "processorId": 1, "processId": 4242, "threadId": 4243, "userId": 1000, "groupId": 7,
-            "parentProcessId": 0, "hostProcessId": 4242, "hostThreadId": 4243,
-            "hostParentProcessId": 0,
-            "executable": {"path": "", "truncated": false}, "threadStartTime": 0,
-            "mountNamespace": 0, "pidNamespace": 0, "containerId": null,
-            "inFd": {"fd": 30, "type": "unknown", "reason": "not resolved"},
-            "outFd": {"fd": 29, "type": "unknown", "reason": "not resolved"},
+            "processorId": 1, "processId": null, "threadId": null, "userId": 1000, "groupId": 7,
+            "parentProcessId": null, "hostProcessId": 4242, "hostThreadId": 4243,
+            "hostParentProcessId": null,
+            "executable": null, "threadStartTime": null,
+            "mountNamespace": null, "pidNamespace": null, "containerId": null,
+            "inFd": {"fd": 30, "type": "unknown", "reason": "entry record missing"},
+            "outFd": {"fd": 29, "type": "unknown", "reason": "entry record missing"},
             "processName": "nginx", "hostName": "web-1", "cgroupId": 4321, "eventId": "40",
             "eventName": "sendfile", "syscall": "sendfile64", "syscallNr": 40,
             "returnValue": 21952, "errno": null, "argsNum": 4,
@@ -628,12 +704,127 @@ mod tests {
                 {"name": "count", "type": "size_t", "value": 21952}
             ],
             "offsetValue": 0, "offsetAfter": 21952, "durationNs": 500,
-            "contextFlags": {"isCompat": false}, "hook": "kprobe", "schemaVersion": 1
+            "contextFlags": {"isCompat": false}, "hook": "kprobe", "schemaVersion": 2
         });
         let mut got = v.clone();
         let ts = got.as_object_mut().unwrap().remove("timestamp").unwrap();
         assert_eq!(got, expected);
         assert!(ts.as_u64().unwrap() > 1_600_000_000_000_000_000);
+    }
+
+    #[test]
+    fn entry_records_become_fd_objects_and_process_context() {
+        let e = entry();
+        // SAFETY: repr(C) plain data without implicit padding (checked in the common crate).
+        let mut bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&e.rec as *const EntryRecord).cast::<u8>(),
+                EntryRecord::SIZE,
+            )
+        }
+        .to_vec();
+        bytes.extend_from_slice(&e.tail);
+        let (rec, tail) = EntryRecord::from_bytes(&bytes).unwrap();
+        assert_eq!(rec, e.rec);
+        assert!(EntryRecord::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        let back = Entry {
+            rec,
+            tail: tail.to_vec(),
+        };
+        let v = encode_with(&record(), Some(&back));
+        assert_eq!(
+            v["inFd"],
+            json!({"fd": 30, "type": "file", "path": "/srv/www/a \"b\"\n\u{fffd}.jpg",
+                   "pathHex": hex(b"/srv/www/a \"b\"\n\xff.jpg"), "truncated": false,
+                   "inode": 1234, "dev": 2049, "deleted": true})
+        );
+        assert_eq!(
+            v["outFd"],
+            json!({"fd": 29, "type": "socket", "family": "AF_INET", "protocol": "TCP",
+                   "inode": 99, "local": {"ip": "10.0.0.5", "port": 80},
+                   "remote": {"ip": "203.0.113.7", "port": 51234}})
+        );
+        assert_eq!(
+            v["executable"],
+            json!({"path": "/usr/sbin/nginx", "truncated": false})
+        );
+        assert_eq!(v["containerId"], "a".repeat(64));
+        assert_eq!(
+            (&v["processId"], &v["threadId"], &v["parentProcessId"]),
+            (&json!(1), &json!(2), &json!(0))
+        );
+        assert_eq!(
+            (&v["hostProcessId"], &v["hostParentProcessId"]),
+            (&json!(4242), &json!(4000))
+        );
+        assert_eq!(v["mountNamespace"], 4026531840u64);
+    }
+
+    #[test]
+    fn sockets_and_odd_descriptors() {
+        let mut e = entry();
+        let mut tail = e.tail.clone();
+        e.rec.out_fd = FdRecord {
+            kind: fd_kind::SOCKET,
+            family: 1,
+            sock_type: 1,
+            local_path: Seg::default(),
+            remote_path: push_raw(&mut tail, b"\0abstract\0x"),
+            ..FdRecord::default()
+        };
+        e.rec.in_fd = FdRecord {
+            kind: fd_kind::UNKNOWN,
+            reason: fd_reason::NOT_OPEN,
+            ..FdRecord::default()
+        };
+        e.tail = tail;
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(
+            v["inFd"],
+            json!({"fd": 30, "type": "unknown", "reason": "not open"})
+        );
+        assert_eq!(v["outFd"]["protocol"], "STREAM");
+        assert_eq!(v["outFd"]["local"], Value::Null);
+        assert_eq!(v["outFd"]["remote"]["path"], "@abstract\u{0}x");
+        let mut six = [0u8; 16];
+        six[15] = 1;
+        assert_eq!(
+            inet_endpoint(10, &six, 443),
+            Some(Endpoint::Inet {
+                ip: "::1".into(),
+                port: 443
+            })
+        );
+        assert_eq!(inet_endpoint(2, &[0; 16], 0), None);
+    }
+
+    #[test]
+    fn container_ids_from_cgroup_names() {
+        let id = "0123456789abcdef".repeat(4);
+        for name in [
+            format!("docker-{id}.scope"),
+            format!("cri-containerd-{id}.scope"),
+            format!("crio-{id}.scope"),
+            format!("libpod-{id}.scope"),
+            id.clone(),
+        ] {
+            assert_eq!(
+                container_id_of(&name).as_deref(),
+                Some(id.as_str()),
+                "{name}"
+            );
+        }
+        assert_eq!(container_id_of(&format!("crio-conmon-{id}.scope")), None);
+        assert_eq!(container_id_of("user@0.service"), None);
+        assert_eq!(container_id_of("init.scope"), None);
+    }
+
+    #[test]
+    fn devices_encode_like_stat() {
+        assert_eq!(st_dev((8 << 20) | 1), 2049);
+        assert_eq!(st_dev((254 << 20) | 0), 65024);
+        assert_eq!(st_dev((1 << 20) | 3), 259);
+        assert_eq!(st_dev(300), 1048620); // minor > 255: glibc makedev(0, 300)
     }
 
     #[test]

@@ -11,10 +11,43 @@ use std::{
 use clap::ValueEnum;
 use sendfile_trace_common::{Filters, MAX_CGROUP_FILTERS, MAX_FILTER_VALUES, fd_kind, filter};
 
-/// Where cgroup v2 is mounted.
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// `CGROUP2_SUPER_MAGIC`.
 const CGROUP2_MAGIC: i64 = 0x6367_7270;
+
+/// Where cgroup v2 is mounted: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
+/// hybrid ones; read from `/proc/self/mountinfo`.
+pub fn cgroup2_root() -> Result<PathBuf, String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    info.lines()
+        .find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let point = mount.split(' ').nth(4)?;
+            (fs.split(' ').next() == Some("cgroup2")).then(|| unescape_mountinfo(point))
+        })
+        .ok_or_else(|| "cgroup v2 is not mounted: --cgroup and --container need it".to_owned())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && let Some(oct) = s.get(i + 1..i + 4)
+            && let Ok(v) = u8::from_str_radix(oct, 8)
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
 
 /// What `--out-type` admits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -192,7 +225,7 @@ fn walk_cgroups(root: &Path, mut visit: impl FnMut(&Path) -> bool) {
 pub fn resolve_cgroup(root: &Path, s: &str) -> Result<(u64, u64), String> {
     if !is_cgroup2(root) {
         return Err(format!(
-            "--cgroup needs cgroup v2 mounted at {}: it is not",
+            "--cgroup needs cgroup v2, and {} is not a cgroup2 mount",
             root.display()
         ));
     }
@@ -234,7 +267,7 @@ pub fn resolve_container(root: &Path, s: &str) -> Result<Vec<(u64, u64)>, String
     }
     if !is_cgroup2(root) {
         return Err(format!(
-            "--container needs cgroup v2 mounted at {}: it is not",
+            "--container needs cgroup v2, and {} is not a cgroup2 mount",
             root.display()
         ));
     }
@@ -282,8 +315,18 @@ mod tests {
         );
         assert_eq!(parse_min_bytes("4096"), Ok(4096));
         assert!(parse_min_bytes("-1").is_err());
-        assert!(resolve_container(Path::new(CGROUP_ROOT), "xyz").is_err());
-        assert!(resolve_container(Path::new(CGROUP_ROOT), "0123456789abcdef").is_err());
+        let root = cgroup2_root().unwrap();
+        assert!(
+            resolve_container(&root, "xyz")
+                .unwrap_err()
+                .contains("not a container id")
+        );
+        assert!(
+            resolve_container(&root, "0123456789abcdef")
+                .unwrap_err()
+                .contains("is the container running")
+        );
+        assert_eq!(unescape_mountinfo("/a\\040b"), PathBuf::from("/a b"));
     }
 
     #[test]
@@ -314,10 +357,10 @@ mod tests {
 
     #[test]
     fn cgroups_resolve_by_path_and_id() {
-        let root = Path::new(CGROUP_ROOT);
-        let (level, id) = resolve_cgroup(root, "/").unwrap();
+        let root = cgroup2_root().unwrap();
+        let (level, id) = resolve_cgroup(&root, "/").unwrap();
         assert_eq!(level, 0);
-        assert_eq!(resolve_cgroup(root, &id.to_string()).unwrap(), (0, id));
-        assert!(resolve_cgroup(root, "/no/such/group").is_err());
+        assert_eq!(resolve_cgroup(&root, &id.to_string()).unwrap(), (0, id));
+        assert!(resolve_cgroup(&root, "/no/such/group").is_err());
     }
 }

@@ -73,6 +73,9 @@ pub struct TracerStop<'a> {
     pub lost: u64,
     /// Events lost by reason.
     pub lost_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Events written without descriptors and process context: the ring buffer was full at
+    /// syscall entry (each such event says so in `inFd`/`outFd`).
+    pub incomplete: u64,
     /// Contract version.
     pub schema_version: u32,
 }

@@ -336,7 +336,7 @@ pub fn check_frame(stopped: &Stopped) {
     assert_eq!(stop["lost"], 0, "no loss expected: {stop}");
     assert!(r.iter().all(|v| v["eventName"] != "events_lost"));
     for v in r {
-        assert_eq!(v["schemaVersion"], 1);
+        assert_eq!(v["schemaVersion"], sendfile_trace::SCHEMA_VERSION);
     }
 }
 
