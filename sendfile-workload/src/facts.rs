@@ -420,12 +420,13 @@ pub fn cgroup_id() -> Option<u64> {
 /// Wall-clock ns since the epoch when thread `tid` of this process started, from field 22 of
 /// `/proc/self/task/TID/stat` (clock ticks since boot) plus the boot time; tick-precise only.
 pub fn thread_start_time(tid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
-    // The comm (field 2) may contain anything, ')' included: fields resume after the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
+    let stat = std::fs::read(format!("/proc/self/task/{tid}/stat"))?;
+    // The comm (field 2) may hold any bytes, ')' included: fields resume after the last ')'.
+    let close = stat
+        .iter()
+        .rposition(|&b| b == b')')
         .ok_or_else(|| io::Error::other("no ')' in stat"))?;
+    let rest = String::from_utf8_lossy(&stat[close + 1..]);
     let ticks: u64 = rest
         .split_whitespace()
         .nth(22 - 3)
