@@ -283,9 +283,20 @@ pub struct Held {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     /// Its pid.
     pub pid: u32,
+}
+
+impl Drop for Held {
+    /// A test that fails before [`Held::finish`] kills its workload (unreleased, it would run
+    /// its calls unobserved once stdin closes).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Held {
@@ -325,7 +336,7 @@ impl Held {
             stdin: child.stdin.take(),
             child,
             stdout,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
@@ -357,7 +368,7 @@ impl Held {
             .map(|d| (d.clone(), ProcFacts::read(self.pid)));
         drop(self.stdin.take());
         let status = wait_timeout(&mut self.child, Duration::from_secs(600));
-        let stderr = self.stderr.join().unwrap();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
         assert!(status.success(), "workload failed ({status}): {stderr}");
         let (done, proc_facts) = proc_facts.expect("the workload never reported done");
         proc_facts.check(&done, self.pid);
