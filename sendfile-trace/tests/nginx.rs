@@ -232,14 +232,34 @@ fn nginx_sendfile_matches_strace_one_for_one() {
         "sendfile only from nginx: {text}"
     );
 
-    // strace alone accounts for every byte the client received, connection by connection.
-    for (client, len) in &fetched {
-        let sent: i64 = calls
+    // strace alone accounts for every byte the client received, connection by connection: the
+    // fetches ran one after another, so strace's sockets, in order of first use, are the
+    // fetches' connections. (Without sock_diag, as in the VM guests, strace names a socket by
+    // inode only; with it, by its endpoints, which must then be the client's.)
+    let socket_of = |c: &strace::Call| format!("{:?}", c.out_fd.desc);
+    let mut connections: Vec<String> = Vec::new();
+    for c in &calls {
+        if !connections.contains(&socket_of(c)) {
+            connections.push(socket_of(c));
+        }
+    }
+    assert_eq!(
+        connections.len(),
+        fetched.len(),
+        "one socket per fetch: {text}"
+    );
+    for (k, (client, len)) in fetched.iter().enumerate() {
+        let mine: Vec<&strace::Call> = calls
             .iter()
-            .filter(|c| matches!(&c.out_fd.desc, Some(strace::Desc::Tcp { remote, .. }) if remote == client))
-            .map(|c| c.ret.max(0))
-            .sum();
+            .filter(|c| socket_of(c) == connections[k])
+            .collect();
+        let sent: i64 = mine.iter().map(|c| c.ret.max(0)).sum();
         assert_eq!(sent, *len, "bytes sent to {client}: {text}");
+        for c in mine {
+            if let Some(strace::Desc::Tcp { remote, .. }) = &c.out_fd.desc {
+                assert_eq!(remote, client, "{c:?}");
+            }
+        }
     }
     let big_calls = calls
         .iter()
@@ -296,6 +316,15 @@ fn nginx_sendfile_matches_strace_one_for_one() {
             }
             issue4.extend(strace_fd_mismatch(&c.out_fd, &e["outFd"]));
             issue4.extend(strace_fd_mismatch(&c.in_fd, &e["inFd"]));
+            // The endpoints the client saw, whatever strace could tell.
+            let k = connections.iter().position(|s| *s == socket_of(c)).unwrap();
+            let client = fetched[k].0;
+            let server = SocketAddr::new(client.ip(), port);
+            let end =
+                |a: SocketAddr| serde_json::json!({"ip": a.ip().to_string(), "port": a.port()});
+            if e["outFd"]["local"] != end(server) || e["outFd"]["remote"] != end(client) {
+                issue4.push(format!("want outFd {server} -> {client}: {}", e["outFd"]));
+            }
             // The master is strace's child, the worker the master's.
             let ppid = if *pid == master { strace_pid } else { master };
             if e["parentProcessId"] != ppid || e["executable"]["path"] != exe.as_str() {

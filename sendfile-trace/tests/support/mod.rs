@@ -765,6 +765,20 @@ pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
             }
             None
         }
+        Some(Desc::SocketInode { kind, inode }) => {
+            let (family, protocol) = match kind.as_str() {
+                "TCP" => ("AF_INET", "TCP"),
+                "TCPv6" => ("AF_INET6", "TCP"),
+                "UDP" => ("AF_INET", "UDP"),
+                "UDPv6" => ("AF_INET6", "UDP"),
+                _ => return bad("strace printed a socket kind this test does not know".into()),
+            };
+            (e["type"] != "socket"
+                || e["family"] != family
+                || e["protocol"] != protocol
+                || e["inode"] != *inode)
+                .then(|| format!("socket {kind} inode {inode} vs {e}"))
+        }
         Some(Desc::Pipe(inode)) => {
             (e["type"] != "pipe" || e["inode"] != *inode).then(|| format!("pipe: {s:?} vs {e}"))
         }

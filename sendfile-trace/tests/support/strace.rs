@@ -64,6 +64,14 @@ pub enum Desc {
         /// The peer.
         remote: SocketAddr,
     },
+    /// A socket strace could not ask the kernel about (no sock_diag, e.g. `inet_diag` not
+    /// loaded): `TCP:[INODE]`.
+    SocketInode {
+        /// `TCP`, `TCPv6`, `UDP`, ...
+        kind: String,
+        /// Its inode.
+        inode: u64,
+    },
     /// A pipe and its inode.
     Pipe(u64),
     /// Anything else, as printed (unescaped).
@@ -211,6 +219,16 @@ impl<'a> Cur<'a> {
 /// Interprets the inside of a descriptor's `<...>`.
 fn describe(raw: &[u8], deleted: bool) -> Option<Desc> {
     let text = String::from_utf8_lossy(raw);
+    if let Some((kind, r)) = text.split_once(":[")
+        && !kind.starts_with('/')
+        && let Some(Ok(inode)) = r.strip_suffix(']').map(str::parse::<u64>)
+        && kind != "pipe"
+    {
+        return Some(Desc::SocketInode {
+            kind: kind.to_owned(),
+            inode,
+        });
+    }
     for (prefix, v6) in [("TCP:[", false), ("TCPv6:[", true)] {
         if let Some(r) = text.strip_prefix(prefix) {
             let r = r.strip_suffix(']')?;
