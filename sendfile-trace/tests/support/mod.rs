@@ -771,6 +771,7 @@ pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
                 "TCPv6" => ("AF_INET6", "TCP"),
                 "UDP" => ("AF_INET", "UDP"),
                 "UDPv6" => ("AF_INET6", "UDP"),
+                k if k.starts_with("UNIX-") => ("AF_UNIX", &k[5..]),
                 _ => return bad("strace printed a socket kind this test does not know".into()),
             };
             (e["type"] != "socket"
