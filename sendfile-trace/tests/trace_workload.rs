@@ -160,54 +160,6 @@ fn tracer_hook() -> String {
         .to_owned()
 }
 
-/// One sendfile call as strace -f prints it.
-#[derive(Debug)]
-struct StraceCall {
-    pid: i64,
-    out_fd: i64,
-    in_fd: i64,
-    offset: Option<(i64, i64)>,
-    count: u64,
-    ret: i64,
-    errno: Option<String>,
-}
-
-fn parse_strace(line: &str) -> Option<StraceCall> {
-    let (pid, rest) = line.split_once(' ')?;
-    let rest = rest.trim_start().strip_prefix("sendfile(")?;
-    // strace pads the result column: "sendfile(4, 3, NULL, 16)          = -1 EINVAL (…)".
-    let (args, result) = rest.rsplit_once(" = ")?;
-    let args = args.trim_end().strip_suffix(')')?;
-    let parts: Vec<&str> = args.split(", ").collect();
-    let [out_fd, in_fd, offset, count] = parts[..] else {
-        return None;
-    };
-    let bracket = |s: &str| {
-        s.trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()
-    };
-    let offset = if offset.starts_with('[') {
-        let (b, a) = offset.split_once(" => ").unwrap_or((offset, offset));
-        Some((bracket(b)?, bracket(a)?))
-    } else {
-        None
-    };
-    let mut res = result.split_whitespace();
-    let ret: i64 = res.next()?.parse().ok()?;
-    Some(StraceCall {
-        pid: pid.parse().ok()?,
-        out_fd: out_fd.parse().ok()?,
-        in_fd: in_fd.parse().ok()?,
-        offset,
-        count: count.parse().ok()?,
-        ret,
-        errno: res.next().map(str::to_owned),
-    })
-}
-
 #[test]
 fn strace_as_an_independent_oracle_agrees() {
     let _serial = serial();
@@ -219,6 +171,7 @@ fn strace_as_an_independent_oracle_agrees() {
         .args([
             "-f",
             "-qq",
+            "-yy",
             "-e",
             "trace=sendfile",
             "-e",
@@ -234,12 +187,7 @@ fn strace_as_an_independent_oracle_agrees() {
     let stopped = tracer.stop();
     check_frame(&stopped);
     let text = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<StraceCall> = text.lines().filter_map(parse_strace).collect();
-    assert_eq!(
-        calls.len(),
-        text.lines().filter(|l| l.contains("sendfile(")).count(),
-        "every strace line parsed: {text}"
-    );
+    let calls = strace::parse_log(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert!(calls.len() >= 10, "{text}");
     let events = events_of(&stopped.records, calls[0].pid);
     assert_eq!(
@@ -247,11 +195,12 @@ fn strace_as_an_independent_oracle_agrees() {
         calls.len(),
         "strace: {text}\nevents: {events:#?}"
     );
+    let mut issue4 = Vec::new();
     for (c, e) in calls.iter().zip(&events) {
         let ctx = format!("{c:?}\n{e}");
         assert_eq!(e["threadId"], c.pid, "{ctx}");
-        assert_eq!(e["args"][0]["value"], c.out_fd, "{ctx}");
-        assert_eq!(e["args"][1]["value"], c.in_fd, "{ctx}");
+        assert_eq!(e["args"][0]["value"], c.out_fd.num, "{ctx}");
+        assert_eq!(e["args"][1]["value"], c.in_fd.num, "{ctx}");
         assert_eq!(e["args"][3]["value"], c.count, "{ctx}");
         match &c.errno {
             Some(name) => {
@@ -265,17 +214,25 @@ fn strace_as_an_independent_oracle_agrees() {
             }
         }
         match c.offset {
-            Some((before, after)) => {
+            strace::Offset::Value(before, after) => {
                 assert_eq!(e["offsetValue"], before, "{ctx}");
                 assert_eq!(e["offsetAfter"], after, "{ctx}");
             }
-            None => {
+            strace::Offset::Null | strace::Offset::Addr(_) => {
                 // NULL or an unreadable pointer (strace prints it as an address).
                 assert_eq!(e["offsetValue"], Value::Null, "{ctx}");
                 assert_eq!(e["offsetAfter"], Value::Null, "{ctx}");
             }
         }
+        issue4.extend(strace_fd_mismatch(&c.out_fd, &e["outFd"]));
+        issue4.extend(strace_fd_mismatch(&c.in_fd, &e["inFd"]));
     }
+    assert!(
+        issue4.is_empty(),
+        "issue-4 fields: {} fd object(s) differ from strace -yy:\n{}",
+        issue4.len(),
+        issue4.join("\n")
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::record::{self, CallRecord};
+use crate::facts::{self, Paths, ProcessFacts};
+use crate::record::{self, CallRecord, Captured};
 use crate::sys::{self, Abi, OffsetArg, SendfileCall};
 
 /// Length of the input file most cases read.
@@ -48,6 +50,8 @@ pub enum Expect {
 pub struct Run {
     /// The sendfile call made.
     pub call: SendfileCall,
+    /// The call with what the workload knew right before it.
+    pub captured: Captured,
     /// What it had to do.
     pub expect: Expect,
     /// Side checks that failed (data received, file positions, ...), one message each.
@@ -55,9 +59,10 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(call: SendfileCall, expect: Expect) -> Self {
+    fn new(captured: Captured, expect: Expect) -> Self {
         Run {
-            call,
+            call: captured.call.clone(),
+            captured,
             expect,
             problems: Vec::new(),
         }
@@ -97,9 +102,13 @@ pub const CASES: &[Case] = &[
     case("file_to_tcp6", file_to_tcp6),
     case("file_to_unix", file_to_unix),
     case("file_to_pipe", file_to_pipe),
+    case("file_to_chardev", file_to_chardev),
+    case("deleted_file", deleted_file),
+    case("hostile_path", hostile_path),
     case("large_count", large_count),
     case("count_zero", count_zero),
     case("ebadf", ebadf),
+    case("ebadf_negative_out", ebadf_negative_out),
     case("einval_append", einval_append),
     case("einval_pipe_input", einval_pipe_input),
     case("espipe", espipe),
@@ -170,40 +179,84 @@ pub fn select(names: &[String]) -> Result<Vec<Variant>, String> {
         .collect())
 }
 
-/// Shared state: the work directory and the input file.
+/// Shared state: the work directory, the input file and the paths of the files opened.
 pub struct Ctx {
     dir: PathBuf,
     input: PathBuf,
     content: Vec<u8>,
+    paths: Paths,
 }
 
 impl Ctx {
-    /// Creates the input file `dir/file_name` with known content.
+    /// Creates the input file `dir/file_name` with known content (`dir` is made canonical, so
+    /// the paths the workload reports are the ones the kernel resolves).
     pub fn new(dir: &Path, file_name: &OsStr) -> anyhow::Result<Self> {
+        let dir = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
         let input = dir.join(file_name);
         let content: Vec<u8> = (0..INPUT_LEN).map(|i| (i * 31 % 251) as u8).collect();
         fs::write(&input, &content).with_context(|| format!("writing {}", input.display()))?;
         Ok(Ctx {
-            dir: dir.to_owned(),
+            dir,
             input,
             content,
+            paths: Paths::default(),
         })
     }
 
+    /// Opens `path` with `opts` and remembers the path it was opened by.
+    fn open(&self, path: &Path, opts: &OpenOptions) -> anyhow::Result<File> {
+        let file = opts
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        self.paths.register(file.as_raw_fd(), path)?;
+        Ok(file)
+    }
+
     fn open_input(&self) -> anyhow::Result<File> {
-        File::open(&self.input).with_context(|| format!("opening {}", self.input.display()))
+        self.open(&self.input, OpenOptions::new().read(true))
+    }
+
+    /// `/dev/null`, open for writing.
+    fn open_null(&self) -> anyhow::Result<File> {
+        self.open(Path::new("/dev/null"), OpenOptions::new().write(true))
     }
 
     /// Creates (truncating) the output file of case `name`, open for reading and writing.
     fn create_out(&self, name: &str) -> anyhow::Result<File> {
         let path = self.dir.join(format!("out-{name}.bin"));
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))
+        self.open(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+    }
+
+    /// Describes both descriptors and the process, then makes the call (see [`sys::sendfile`]).
+    fn sendfile(
+        &self,
+        abi: Abi,
+        out_fd: RawFd,
+        in_fd: RawFd,
+        offset: OffsetArg,
+        count: u64,
+    ) -> anyhow::Result<Captured> {
+        let tid = sys::gettid();
+        let process = ProcessFacts::now().context("reading /proc/self")?;
+        let thread_start_time =
+            facts::thread_start_time(tid).context("reading the thread's start time")?;
+        let in_info = facts::describe(in_fd, &self.paths);
+        let out_info = facts::describe(out_fd, &self.paths);
+        let call = sys::sendfile(abi, out_fd, in_fd, offset, count);
+        Ok(Captured {
+            call,
+            in_fd: in_info,
+            out_fd: out_info,
+            thread_start_time,
+            process,
+        })
     }
 
     /// The input bytes `[start, start + len)`.
@@ -231,7 +284,7 @@ pub fn run_all(ctx: &Ctx, variants: &[Variant], repeat: u32) -> anyhow::Result<b
                 Expect::Errno(e) => Some(e),
                 Expect::Bytes(_) => None,
             };
-            record::emit(&CallRecord::new(&name, &run.call, expect_errno))?;
+            record::emit(&CallRecord::new(&name, &run.captured, expect_errno))?;
             if !run.as_expected() {
                 let got = match run.call.errno() {
                     Some(e) => sys::errno_name(e),
@@ -312,13 +365,13 @@ fn check_input_position(run: &mut Run, input: &File, want: u64) -> io::Result<()
 fn file_to_file_null_offset(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let out = ctx.create_out(name)?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Null,
         INPUT_LEN,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Bytes(INPUT_LEN));
     if run.as_expected() {
         check_file_copy(&mut run, ctx, &out, 0, INPUT_LEN)?;
@@ -332,13 +385,13 @@ fn file_to_file_null_offset(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<O
 fn file_to_file_offset(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let out = ctx.create_out(name)?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Value(7),
         100,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Bytes(100));
     if run.as_expected() {
         check_file_copy(&mut run, ctx, &out, 7, 100)?;
@@ -368,7 +421,7 @@ fn file_to_stream(
 ) -> anyhow::Result<Run> {
     let input = ctx.open_input()?;
     let arg = offset.map_or(OffsetArg::Null, |o| OffsetArg::Value(o as i64));
-    let call = sys::sendfile(abi, out, input.as_raw_fd(), arg, len);
+    let call = ctx.sendfile(abi, out, input.as_raw_fd(), arg, len)?;
     let mut run = Run::new(call, Expect::Bytes(len));
     if run.as_expected() {
         let start = offset.unwrap_or(0);
@@ -427,13 +480,13 @@ fn file_to_unix(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>>
 fn file_to_pipe(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let (rd, wr) = sys::pipe()?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         wr.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Value(1024),
         8192,
-    );
+    )?;
     let moved = INPUT_LEN - 1024;
     let mut run = Run::new(call, Expect::Bytes(moved));
     if run.as_expected() {
@@ -452,6 +505,69 @@ fn file_to_pipe(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>>
     Ok(Some(run))
 }
 
+/// File → /dev/null (a character device) from offset 0: all 4096 bytes "move".
+fn file_to_chardev(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let input = ctx.open_input()?;
+    let null = ctx.open_null()?;
+    let call = ctx.sendfile(
+        abi,
+        null.as_raw_fd(),
+        input.as_raw_fd(),
+        OffsetArg::Value(0),
+        INPUT_LEN,
+    )?;
+    let mut run = Run::new(call, Expect::Bytes(INPUT_LEN));
+    if run.as_expected() {
+        check_offset_after(&mut run, INPUT_LEN as i64);
+        check_input_position(&mut run, &input, 0)?;
+    }
+    Ok(Some(run))
+}
+
+/// Copies `[0, len)` of a file open on `input` (holding the case input) to a fresh output.
+fn copy_prefix(ctx: &Ctx, name: &str, abi: Abi, input: &File, len: u64) -> anyhow::Result<Run> {
+    let out = ctx.create_out(name)?;
+    let call = ctx.sendfile(
+        abi,
+        out.as_raw_fd(),
+        input.as_raw_fd(),
+        OffsetArg::Value(0),
+        len,
+    )?;
+    let mut run = Run::new(call, Expect::Bytes(len));
+    if run.as_expected() {
+        check_file_copy(&mut run, ctx, &out, 0, len)?;
+        check_offset_after(&mut run, len as i64);
+    }
+    Ok(run)
+}
+
+/// The input is unlinked (no names left) before the call: the copy still works, and the file
+/// is reported by its original path with `deleted: true` (not d_path's " (deleted)" suffix).
+fn deleted_file(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let path = ctx.dir.join(format!("deleted-{name}.bin"));
+    fs::write(&path, &ctx.content).with_context(|| format!("writing {}", path.display()))?;
+    let input = ctx.open(&path, OpenOptions::new().read(true))?;
+    fs::remove_file(&path)?;
+    copy_prefix(ctx, name, abi, &input, 100).map(Some)
+}
+
+/// The input's directory and file names hold a newline, double quotes, a backslash and bytes
+/// that are not UTF-8: the path is reported exactly, in `pathHex`.
+fn hostile_path(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let dir = ctx.dir.join(OsStr::from_bytes(b"dir\n\"q\\\xfe <x>"));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut file_name = format!("in\n\"{name}\\").into_bytes();
+    file_name.extend_from_slice(b"\xff.bin");
+    let path = dir.join(OsStr::from_bytes(&file_name));
+    fs::write(&path, &ctx.content).with_context(|| format!("writing {}", path.display()))?;
+    let input = ctx.open(&path, OpenOptions::new().read(true))?;
+    let run = copy_prefix(ctx, name, abi, &input, 100);
+    drop(input);
+    let _ = fs::remove_dir_all(&dir);
+    run.map(Some)
+}
+
 /// 3 GiB sparse file → /dev/null from offset 0 with a count above 0x7ffff000 (and above 32 bits
 /// on 64-bit): `do_sendfile` clamps count to MAX_RW_COUNT, so exactly 2147479552 bytes move.
 ///
@@ -466,15 +582,15 @@ fn large_count(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
     let sparse = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     sparse.set_len(SPARSE_LEN)?;
     drop(sparse);
-    let input = File::open(&path)?;
-    let null = OpenOptions::new().write(true).open("/dev/null")?;
-    let call = sys::sendfile(
+    let input = ctx.open(&path, OpenOptions::new().read(true))?;
+    let null = ctx.open_null()?;
+    let call = ctx.sendfile(
         abi,
         null.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Value(0),
         LARGE_COUNT,
-    );
+    )?;
     #[cfg(target_pointer_width = "32")]
     let expect = if sys::kernel_is_64bit() {
         Expect::Bytes(sys::MAX_RW_COUNT)
@@ -497,13 +613,13 @@ fn large_count(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
 fn count_zero(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let out = ctx.create_out(name)?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Value(5),
         0,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Bytes(0));
     if run.as_expected() {
         check_offset_after(&mut run, 5);
@@ -522,8 +638,17 @@ fn ebadf(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let closed = input.try_clone()?.as_raw_fd();
     // The `File` from `try_clone()` is a temporary, closed at the end of the statement above;
     // nothing is opened between here and the call, so the number stays unused.
-    let call = sys::sendfile(abi, out.as_raw_fd(), closed, OffsetArg::Null, 100);
+    let call = ctx.sendfile(abi, out.as_raw_fd(), closed, OffsetArg::Null, 100)?;
     Ok(Some(Run::new(call, Expect::Errno(libc::EBADF))))
+}
+
+/// out_fd is -1 (never a descriptor), in_fd a valid file: EBADF.
+fn ebadf_negative_out(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let input = ctx.open_input()?;
+    let call = ctx.sendfile(abi, -1, input.as_raw_fd(), OffsetArg::Null, 100)?;
+    let mut run = Run::new(call, Expect::Errno(libc::EBADF));
+    check_input_position(&mut run, &input, 0)?;
+    Ok(Some(run))
 }
 
 /// out_fd opened with O_APPEND: EINVAL (`do_splice_direct` refuses appending outputs).
@@ -531,14 +656,14 @@ fn einval_append(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>>
     let input = ctx.open_input()?;
     let path = ctx.dir.join(format!("out-{name}.bin"));
     let _ = fs::remove_file(&path);
-    let out = OpenOptions::new().append(true).create(true).open(&path)?;
-    let call = sys::sendfile(
+    let out = ctx.open(&path, OpenOptions::new().append(true).create(true))?;
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Null,
         INPUT_LEN,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Errno(libc::EINVAL));
     let len = out.metadata()?.len();
     run.check(len == 0, || {
@@ -574,7 +699,7 @@ fn check_pipe_intact(run: &mut Run, rd: std::os::fd::OwnedFd) -> io::Result<()> 
 fn einval_pipe_input(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let (rd, _wr) = filled_pipe()?;
     let out = ctx.create_out(name)?;
-    let call = sys::sendfile(abi, out.as_raw_fd(), rd.as_raw_fd(), OffsetArg::Null, 16);
+    let call = ctx.sendfile(abi, out.as_raw_fd(), rd.as_raw_fd(), OffsetArg::Null, 16)?;
     let mut run = Run::new(call, Expect::Errno(libc::EINVAL));
     check_pipe_intact(&mut run, rd)?;
     Ok(Some(run))
@@ -584,13 +709,13 @@ fn einval_pipe_input(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<R
 fn espipe(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let (rd, _wr) = filled_pipe()?;
     let out = ctx.create_out(name)?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         rd.as_raw_fd(),
         OffsetArg::Value(0),
         16,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Errno(libc::ESPIPE));
     check_pipe_intact(&mut run, rd)?;
     Ok(Some(run))
@@ -601,13 +726,13 @@ fn efault(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
     let out = ctx.create_out(name)?;
     let addr = sys::unmapped_address()?;
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         out.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Unmapped(addr),
         100,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Errno(libc::EFAULT));
     let len = out.metadata()?.len();
     run.check(len == 0, || {
@@ -647,13 +772,13 @@ fn eagain(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     anyhow::ensure!(filled, "the socket never became full");
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         writer.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Null,
         INPUT_LEN,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Errno(libc::EAGAIN));
     check_input_position(&mut run, &input, 0)?;
     Ok(Some(run))
@@ -665,15 +790,15 @@ fn eagain(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
 /// unchanged.
 fn eoverflow(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
     let input = ctx.open_input()?;
-    let null = OpenOptions::new().write(true).open("/dev/null")?;
+    let null = ctx.open_null()?;
     let start = i64::from(i32::MAX);
-    let call = sys::sendfile(
+    let call = ctx.sendfile(
         abi,
         null.as_raw_fd(),
         input.as_raw_fd(),
         OffsetArg::Value(start),
         1,
-    );
+    )?;
     let mut run = Run::new(call, Expect::Errno(libc::EOVERFLOW));
     check_offset_after(&mut run, start);
     Ok(Some(run))

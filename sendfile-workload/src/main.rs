@@ -4,6 +4,7 @@
 
 mod bench;
 mod cases;
+mod facts;
 mod record;
 mod sys;
 
@@ -36,6 +37,14 @@ struct Cli {
     /// Basename (raw bytes) of the input file the cases read.
     #[arg(long, value_name = "NAME", default_value = "input.bin")]
     file_name: OsString,
+    /// Print `{"hold":"ready","pid":N}` and wait for a line on stdin before the calls; after
+    /// them print `{"hold":"done",...}` with the process facts and wait for stdin to close (so a
+    /// test can gate the calls and read /proc/PID while the workload is alive).
+    #[arg(long)]
+    hold: bool,
+    /// Drop to this uid (and the same gid, no supplementary groups) before anything else.
+    #[arg(long, value_name = "UID")]
+    uid: Option<u32>,
     /// Run the selected cases N times.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -118,16 +127,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets the comm, prepares the directory and runs the cases or the loop.
+/// Sets the comm, drops privileges, prepares the directory and runs the cases or the loop.
 fn run(cli: &Cli, selected: &[cases::Variant]) -> anyhow::Result<bool> {
     if let Some(comm) = &cli.comm {
         // Before any thread exists, so loop threads inherit it.
         sys::set_comm(comm.as_bytes()).context("prctl(PR_SET_NAME)")?;
     }
-    let dir = WorkDir::new(cli.dir.as_deref())?;
-    if let Some(calls) = cli.loop_calls {
-        return bench::run(&dir.path, calls, cli.size, cli.threads);
+    if let Some(uid) = cli.uid {
+        sys::drop_to(uid).with_context(|| format!("dropping to uid {uid}"))?;
     }
-    let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;
-    cases::run_all(&ctx, selected, cli.repeat)
+    let dir = WorkDir::new(cli.dir.as_deref())?;
+    if cli.hold {
+        record::emit(&record::HoldLine {
+            hold: "ready",
+            pid: sys::getpid(),
+            process: None,
+        })?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    let ok = match cli.loop_calls {
+        Some(calls) => bench::run(&dir.path, calls, cli.size, cli.threads)?,
+        None => {
+            let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;
+            cases::run_all(&ctx, selected, cli.repeat)?
+        }
+    };
+    if cli.hold {
+        record::emit(&record::HoldLine {
+            hold: "done",
+            pid: sys::getpid(),
+            process: Some(facts::ProcessFacts::now()?),
+        })?;
+        std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    }
+    Ok(ok)
 }

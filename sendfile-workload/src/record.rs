@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::facts::{FdInfo, ProcessFacts};
 use crate::sys::{self, SendfileCall};
 
 /// One sendfile call: what the workload passed, what the kernel returned, what was expected.
@@ -38,11 +39,22 @@ pub struct CallRecord {
     pub errno: Option<String>,
     /// Errno the man page predicts, null when the call should succeed.
     pub expect_errno: Option<String>,
+    /// `in_fd` as the tracer should resolve it, captured right before the call.
+    pub in_fd_info: FdInfo,
+    /// `out_fd` as the tracer should resolve it, captured right before the call.
+    pub out_fd_info: FdInfo,
+    /// Wall-clock ns since the epoch when the calling thread started (clock-tick precision).
+    pub thread_start_time: u64,
+    /// ppid, exe, namespaces, uid, gid, cgroup.
+    #[serde(flatten)]
+    pub process: ProcessFacts,
 }
 
 impl CallRecord {
-    /// Builds the record of `call`, made by case `case`, expected to fail with `expect_errno`.
-    pub fn new(case: &str, call: &SendfileCall, expect_errno: Option<i32>) -> Self {
+    /// Builds the record of `call` (see [`Captured`]), made by case `case`, expected to fail with
+    /// `expect_errno`.
+    pub fn new(case: &str, c: &Captured, expect_errno: Option<i32>) -> Self {
+        let call = &c.call;
         CallRecord {
             case: case.to_owned(),
             pid: sys::getpid(),
@@ -58,8 +70,41 @@ impl CallRecord {
             ret: call.ret,
             errno: call.errno().map(sys::errno_name),
             expect_errno: expect_errno.map(sys::errno_name),
+            in_fd_info: c.in_fd.clone(),
+            out_fd_info: c.out_fd.clone(),
+            thread_start_time: c.thread_start_time,
+            process: c.process.clone(),
         }
     }
+}
+
+/// A call with what the workload knew right before it.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// The call.
+    pub call: SendfileCall,
+    /// `in_fd` described before the call.
+    pub in_fd: FdInfo,
+    /// `out_fd` described before the call.
+    pub out_fd: FdInfo,
+    /// Start time of the calling thread.
+    pub thread_start_time: u64,
+    /// Process facts before the call.
+    pub process: ProcessFacts,
+}
+
+/// The lines of `--hold`: `{"hold":"ready","pid":N}` before the calls, `{"hold":"done",...}`
+/// with the process facts after them.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldLine {
+    /// "ready" or "done".
+    pub hold: &'static str,
+    /// Process id.
+    pub pid: i32,
+    /// Process facts, on the "done" line.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessFacts>,
 }
 
 /// Summary line of the loop (bench) mode.

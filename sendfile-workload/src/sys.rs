@@ -218,6 +218,20 @@ pub fn set_comm(name: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Drops to `uid` and gid `uid`, without supplementary groups (setgroups, setgid, setuid).
+pub fn drop_to(uid: u32) -> io::Result<()> {
+    // SAFETY: plain credential syscalls; an empty group list is valid.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(uid as libc::gid_t) != 0
+            || libc::setuid(uid as libc::uid_t) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Whether the kernel is 64-bit, i.e. a 32-bit build's syscalls go through the compat layer.
 #[cfg(target_pointer_width = "32")]
 pub fn kernel_is_64bit() -> bool {

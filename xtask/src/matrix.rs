@@ -34,7 +34,22 @@ pub struct GuestBins {
     pub workload32: PathBuf,
     /// The integration test binary (x86_64 musl), named trace_workload.
     pub suite: PathBuf,
+    /// The other integration test binaries (x86_64 musl): test-nginx, test-filters.
+    pub suites: Vec<PathBuf>,
+    /// Dynamically linked Debian programs the tests run (nginx, strace), copied into the guests
+    /// with their libraries.
+    pub host_binaries: Vec<PathBuf>,
 }
+
+/// Integration test targets built for the guests, and the name each gets there.
+const SUITES: [(&str, &str); 3] = [
+    ("trace_workload", "trace_workload"),
+    ("nginx", "test-nginx"),
+    ("filters", "test-filters"),
+];
+
+/// Debian programs the suites run, by the path the package installs them at.
+const HOST_PROGRAMS: [&str; 2] = ["/usr/sbin/nginx", "/usr/bin/strace"];
 
 /// Builds the static guest binaries.
 pub fn build_guest_bins() -> Result<GuestBins> {
@@ -55,27 +70,29 @@ pub fn build_guest_bins() -> Result<GuestBins> {
         "-p",
         "sendfile-workload",
     ]))?;
-    let out = build(&[
-        "test",
-        "-p",
-        "sendfile-trace",
-        "--test",
-        "trace_workload",
-        "--no-run",
-    ])
-    .arg("--message-format=json")
-    .stderr(std::process::Stdio::inherit())
-    .output()
-    .context("building the test suite for musl")?;
-    if !out.status.success() {
-        bail!("building the musl test suite failed");
+    let mut args = vec!["test", "-p", "sendfile-trace", "--no-run"];
+    for (target, _) in SUITES {
+        args.extend(["--test", target]);
     }
-    let suite_src = String::from_utf8_lossy(&out.stdout)
+    let out = build(&args)
+        .arg("--message-format=json")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the test suites for musl")?;
+    if !out.status.success() {
+        bail!("building the musl test suites failed");
+    }
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "trace_workload")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("no trace_workload test executable in cargo's output")?;
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let executable = |target: &str| {
+        messages
+            .iter()
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("no {target} test executable in cargo's output"))
+    };
     // Guest files keep their basename: give each a distinct, stable one.
     let stage = root.join("target/vm-stage");
     std::fs::create_dir_all(&stage)?;
@@ -85,11 +102,23 @@ pub fn build_guest_bins() -> Result<GuestBins> {
         Ok(to)
     };
     let musl = root.join("target").join(target).join("release");
+    let mut suites = Vec::new();
+    for (target, name) in SUITES {
+        suites.push(copy(&executable(target)?, name)?);
+    }
+    let host_binaries = HOST_PROGRAMS.map(PathBuf::from).to_vec();
+    for p in &host_binaries {
+        if !p.is_file() {
+            bail!("{} is missing (cargo xtask test installs it)", p.display());
+        }
+    }
     Ok(GuestBins {
         tracer: copy(&musl.join("sendfile-trace"), "sendfile-trace")?,
         workload: copy(&musl.join("sendfile-workload"), "sendfile-workload")?,
         workload32: copy(&compile::build_workload32()?, "sendfile-workload32")?,
-        suite: copy(&suite_src, "trace_workload")?,
+        suite: suites.remove(0),
+        suites,
+        host_binaries,
     })
 }
 
@@ -108,13 +137,18 @@ pub struct Cell {
     pub seconds: f64,
 }
 
-/// The tests a cell runs: every call under one hook, or (for auto) the fallback and the
-/// hostile-name and loss-accounting checks.
-fn cell_tests(hook: &str) -> &'static str {
+/// The test runs of a cell, as (guest binary name, test name filters): every call under one
+/// hook; for auto, the fallback, hostile names, loss accounting and the strace oracle, then the
+/// nginx test and the filter tests (issue 4).
+fn cell_tests(hook: &str) -> Vec<(&'static str, &'static str)> {
     if hook == "auto" {
-        "auto_picks hostile full_ring"
+        vec![
+            ("trace_workload", "auto_picks hostile full_ring strace_"),
+            ("test-nginx", "nginx_"),
+            ("test-filters", "admits and_together invalid_filter"),
+        ]
     } else {
-        "every_hook"
+        vec![("trace_workload", "every_hook")]
     }
 }
 
@@ -139,43 +173,62 @@ fn cell_env(bins_dir: &str, hook: &str) -> Vec<(String, String)> {
 
 fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Result<Cell> {
     let started = Instant::now();
-    let filter = cell_tests(hook);
+    let runs = cell_tests(hook);
     let (status, detail) = if kernel == "host" {
-        let dir = format!("{}/", bins.suite.parent().unwrap().display());
-        let out = Command::new(&bins.suite)
-            .args(filter.split(' '))
-            .args(["--test-threads", "1", "--nocapture"])
-            .envs(cell_env(&dir, hook))
-            .output()
-            .context("running the suite on the host")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        print!("{text}");
+        let dir = bins.suite.parent().unwrap();
+        let mut text = String::new();
+        let mut failed = None;
+        for (suite, filter) in &runs {
+            let out = Command::new(dir.join(suite))
+                .args(filter.split(' '))
+                .args(["--test-threads", "1", "--nocapture"])
+                .envs(cell_env(&format!("{}/", dir.display()), hook))
+                .output()
+                .with_context(|| format!("running {suite} on the host"))?;
+            let t = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            print!("{t}");
+            text.push_str(&t);
+            if !out.status.success() && failed.is_none() {
+                failed = Some(format!("{suite} exit {}", out.status));
+            }
+        }
         match (
-            out.status.success(),
+            failed,
             text.lines().find(|l| l.contains(UNSUPPORTED_MARKER)),
         ) {
-            (true, Some(line)) => ("unsupported", line.trim().to_owned()),
-            (true, None) => ("passed", String::new()),
-            (false, _) => ("failed", format!("suite exit {}", out.status)),
+            (None, Some(line)) => ("unsupported", line.trim().to_owned()),
+            (None, None) => ("passed", String::new()),
+            (Some(f), _) => ("failed", f),
         }
     } else {
-        let script = format!(
-            "/trace_workload {filter} --test-threads 1 --nocapture > /tmp/out 2>&1; rc=$?; \
-             cat /tmp/out; if [ $rc -eq 0 ] && grep -q '{UNSUPPORTED_MARKER}' /tmp/out; then \
+        let mut script = String::from("rc=0; : >/tmp/out; ");
+        for (suite, filter) in &runs {
+            script.push_str(&format!(
+                "/{suite} {filter} --test-threads 1 --nocapture >>/tmp/out 2>&1 || rc=$?; "
+            ));
+        }
+        script.push_str(&format!(
+            "cat /tmp/out; if [ $rc -eq 0 ] && grep -q '{UNSUPPORTED_MARKER}' /tmp/out; then \
              exit {UNSUPPORTED}; fi; exit $rc"
-        );
-        let includes =
-            [&bins.tracer, &bins.workload, &bins.workload32, &bins.suite].map(|p| p.to_path_buf());
+        ));
+        let mut includes: Vec<PathBuf> =
+            [&bins.tracer, &bins.workload, &bins.workload32, &bins.suite]
+                .map(|p| p.to_path_buf())
+                .to_vec();
+        includes.extend(bins.suites.iter().cloned());
+        // The auto cell runs nginx and the filters too: allow for them under emulation.
+        let timeout = if hook == "auto" { 2400 } else { 900 };
         match vm::run_in_vm(
             kernel,
             &includes,
+            &bins.host_binaries,
             &cell_env("/", hook),
             &[script],
-            Duration::from_secs(900),
+            Duration::from_secs(timeout),
         ) {
             Ok(0) => ("passed", String::new()),
             Ok(UNSUPPORTED) => ("unsupported", "see the log above".to_owned()),

@@ -16,12 +16,15 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Static targets for guest binaries and the 32-bit (compat) workload.
 pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
 /// Debian packages the build and the tests need.
-const APT_PACKAGES: [&str; 7] = [
+const APT_PACKAGES: [&str; 8] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
     "strace",
+    // The nginx test serves files with a real nginx (copied into the VM guests with its
+    // libraries, like strace).
+    "nginx",
     "musl-tools",
     "gcc-multilib",
 ];

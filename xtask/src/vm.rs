@@ -12,6 +12,8 @@
 //!   config at `/boot/config-<release>`, cwd `/`, PATH `/:/bin:/sbin:/usr/bin:/usr/sbin`.
 //!   `--include` files land at `/` + basename (mode kept; must be static binaries). On the host
 //!   they are copied to a temporary directory put first on PATH, so call them by bare name.
+//!   `--host-binary /usr/sbin/nginx` copies a dynamically linked host program to the same path
+//!   in the guest, with the shared libraries and program interpreter `ldd` resolves for it.
 //! - Environment: `SENDFILE_TRACE_KERNEL=<6.1|6.12|host>`, `SENDFILE_TRACE_IN_VM=1` (guest
 //!   only), `SENDFILE_TRACE_HOOK=H` with `--hook`.
 //! - Command: run as `sh -c SCRIPT` (see [`shell_script`]), stdin `/dev/null`.
@@ -60,6 +62,10 @@ pub struct VmArgs {
     /// `--kernel host` the files go to a temporary directory put first on PATH.
     #[arg(long = "include", value_name = "FILE")]
     pub includes: Vec<PathBuf>,
+    /// A dynamically linked host program (absolute path) copied into the guest at the same path,
+    /// with the shared libraries `ldd` finds for it (repeatable). Ignored with `--kernel host`.
+    #[arg(long = "host-binary", value_name = "PATH")]
+    pub host_binaries: Vec<PathBuf>,
     /// Seconds before the VM (or host command) is killed and the run fails.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub timeout: u64,
@@ -77,6 +83,7 @@ pub fn run(args: VmArgs) -> Result<i32> {
     run_in_vm(
         &args.kernel,
         &args.includes,
+        &args.host_binaries,
         &env,
         &args.command,
         Duration::from_secs(args.timeout),
@@ -103,10 +110,12 @@ pub fn ensure_kernel(kernel: &str) -> Result<PathBuf> {
 }
 
 /// Runs `command` (see [`shell_script`]) with `env` and `includes` under `kernel` (6.1, 6.12 or
-/// host), failing after `timeout`; returns the command's exit status.
+/// host), failing after `timeout`; returns the command's exit status. `host_binaries` (with their
+/// libraries) are copied into the guest at their own paths.
 pub fn run_in_vm(
     kernel: &str,
     includes: &[PathBuf],
+    host_binaries: &[PathBuf],
     env: &[(String, String)],
     command: &[String],
     timeout: Duration,
@@ -134,7 +143,8 @@ pub fn run_in_vm(
         }
         if kernel != "host" && initramfs::elf_is_dynamic(inc)? == Some(true) {
             eprintln!(
-                "xtask vm: warning: {} is dynamically linked; the guest has no libraries",
+                "xtask vm: warning: {} is dynamically linked; only --host-binary brings its \
+                 libraries",
                 inc.display()
             );
         }
@@ -142,7 +152,8 @@ pub fn run_in_vm(
     if kernel == "host" {
         run_on_host(includes, &full_env, &script, timeout)
     } else {
-        run_qemu(kernel, includes, &full_env, &script, timeout)
+        let host_files = initramfs::with_libraries(host_binaries)?;
+        run_qemu(kernel, includes, &host_files, &full_env, &script, timeout)
     }
 }
 
@@ -461,6 +472,7 @@ enum Ending {
 fn run_qemu(
     kernel: &str,
     includes: &[PathBuf],
+    host_files: &[PathBuf],
     env: &[(String, String)],
     script: &str,
     timeout: Duration,
@@ -479,6 +491,7 @@ fn run_qemu(
             busybox: &busybox,
             kconfig: kconfig.as_deref(),
             includes,
+            host_files,
             env,
             script,
             marker: &marker,

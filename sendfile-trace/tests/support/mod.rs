@@ -2,13 +2,15 @@
 //! real workload, and compare every field of every event with what the workload did.
 #![allow(dead_code)]
 
+pub mod strace;
+
 use std::{
     collections::HashSet,
     ffi::OsStr,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
-    path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -266,35 +268,207 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-/// Runs the workload with `args` and returns its per-call records (it must exit 0).
-pub fn run_workload(bin: &std::path::Path, args: &[&OsStr]) -> Vec<Value> {
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .expect("cannot run the workload");
-    assert!(
-        out.status.success(),
-        "workload failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// Runs the workload with `args` and returns its per-call records (it must exit 0). It runs
+/// with `--hold`, so its process facts are checked against /proc while it is alive (see
+/// [`Held::finish`]).
+pub fn run_workload(bin: &Path, args: &[&OsStr]) -> Vec<Value> {
+    let held = Held::spawn(bin, args);
+    held.release();
+    held.finish()
 }
 
-/// The cgroup v2 id of this process (the inode of its cgroup directory); children inherit it.
-pub fn own_cgroup_id() -> u64 {
+/// A workload started with `--hold`: it waits for [`Held::release`] before its calls and for
+/// [`Held::finish`] after them.
+pub struct Held {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl Drop for Held {
+    /// A test that fails before [`Held::finish`] kills its workload (unreleased, it would run
+    /// its calls unobserved once stdin closes).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Held {
+    /// Starts `bin --hold ARGS…` and waits until it is ready (no call made yet).
+    pub fn spawn(bin: &Path, args: &[&OsStr]) -> Held {
+        let mut child = Command::new(bin)
+            .arg("--hold")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run the workload {}: {e}", bin.display()));
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let ready: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "workload did not get ready ({e}): {line:?} {}",
+                    stderr.join().unwrap()
+                )
+            }
+        };
+        assert_eq!(ready["hold"], "ready", "{line}");
+        assert_eq!(ready["pid"], child.id(), "{line}");
+        Held {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Lets it make its calls.
+    pub fn release(&self) {
+        let mut stdin = self.stdin.as_ref().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Collects its records; once it reports "done", checks its ppid, exe and namespaces
+    /// against /proc/PID (it is still alive), then lets it exit (it must exit 0).
+    pub fn finish(mut self) -> Vec<Value> {
+        let mut records = Vec::new();
+        let mut done = None;
+        let mut line = String::new();
+        while self.stdout.read_line(&mut line).unwrap() > 0 {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("workload line is not JSON ({e}): {line:?}"));
+            line.clear();
+            if v["hold"] == "done" {
+                done = Some(v);
+                break;
+            }
+            records.push(v);
+        }
+        let proc_facts = done
+            .as_ref()
+            .map(|d| (d.clone(), ProcFacts::read(self.pid)));
+        drop(self.stdin.take());
+        let status = wait_timeout(&mut self.child, Duration::from_secs(600));
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        assert!(status.success(), "workload failed ({status}): {stderr}");
+        let (done, proc_facts) = proc_facts.expect("the workload never reported done");
+        proc_facts.check(&done, self.pid);
+        for r in records.iter().filter(|r| r.get("ppid").is_some()) {
+            for key in ["ppid", "exe", "mntNs", "pidNs", "uid", "gid", "cgroupId"] {
+                assert_eq!(r[key], done[key], "{key} changed during the run: {r}");
+            }
+        }
+        records
+    }
+}
+
+/// Process facts read from outside, in /proc/PID.
+#[derive(Debug)]
+pub struct ProcFacts {
+    /// Field 4 of /proc/PID/stat.
+    pub ppid: i64,
+    /// Target of /proc/PID/exe.
+    pub exe: PathBuf,
+    /// Inode of /proc/PID/ns/mnt.
+    pub mnt_ns: u64,
+    /// Inode of /proc/PID/ns/pid.
+    pub pid_ns: u64,
+}
+
+impl ProcFacts {
+    /// Reads them for a live `pid`.
+    pub fn read(pid: u32) -> ProcFacts {
+        // The comm may hold any bytes, ')' included: the fields resume after the last ')'.
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+        let close = stat.iter().rposition(|&b| b == b')').unwrap();
+        let after_comm = std::str::from_utf8(&stat[close + 1..]).unwrap();
+        let ppid = after_comm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ns = |n: &str| {
+            std::fs::metadata(format!("/proc/{pid}/ns/{n}"))
+                .unwrap()
+                .ino()
+        };
+        ProcFacts {
+            ppid,
+            exe: std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+            mnt_ns: ns("mnt"),
+            pid_ns: ns("pid"),
+        }
+    }
+
+    /// Checks what a workload said of itself (its "done" line) against these, and that its
+    /// parent is this test process.
+    pub fn check(&self, said: &Value, pid: u32) {
+        let ctx = format!("workload {pid} said {said}, /proc says {self:?}");
+        assert_eq!(said["ppid"], self.ppid, "{ctx}");
+        assert_eq!(self.ppid, i64::from(std::process::id()), "{ctx}");
+        let exe = expected_text(&said["exe"], &said["exeHex"]);
+        assert_eq!(exe, self.exe.as_os_str().as_bytes(), "{ctx}");
+        assert_eq!(said["mntNs"], self.mnt_ns, "{ctx}");
+        assert_eq!(said["pidNs"], self.pid_ns, "{ctx}");
+    }
+}
+
+/// The exact bytes of a `(text, hex)` pair: the hex when present, else the text.
+pub fn expected_text(text: &Value, hex: &Value) -> Vec<u8> {
+    match hex.as_str() {
+        Some(h) => (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect(),
+        None => text.as_str().unwrap().as_bytes().to_vec(),
+    }
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup2"))
+                .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount in /proc/self/mountinfo")
+}
+
+/// This process's cgroup v2 directory.
+pub fn own_cgroup_dir() -> PathBuf {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = cg
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .expect("cgroup v2 membership in /proc/self/cgroup");
-    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
-        .unwrap()
-        .ino()
+    cgroup2_mount().join(path.trim_start_matches('/'))
+}
+
+/// The cgroup v2 id of this process (the inode of its cgroup directory); children inherit it.
+pub fn own_cgroup_id() -> u64 {
+    std::fs::metadata(own_cgroup_dir()).unwrap().ino()
 }
 
 /// The host name as the tracer reports it.
@@ -340,9 +514,27 @@ pub fn check_frame(stopped: &Stopped) {
     }
 }
 
+/// Inode of the initial (host) pid namespace (`PROC_PID_INIT_INO`).
+pub const INIT_PID_NS: u64 = 0xEFFF_FFFC;
+
 /// Compares every field of every event of the workload with the call it describes: each call
-/// matches exactly one event and no event is left over.
+/// matches exactly one event and no event is left over. The workload runs outside containers.
 pub fn compare(records: &[Value], calls: &[Value], hook: &str, comm: &[u8], window: (u64, u64)) {
+    compare_in(records, calls, hook, comm, window, None);
+}
+
+/// [`compare`] for a workload whose events must carry `containerId` = `container_id`.
+///
+/// The fields of issue 4 (fd objects, process context) are compared after all the others, and
+/// their mismatches are reported together in one panic that starts with "issue-4 fields".
+pub fn compare_in(
+    records: &[Value],
+    calls: &[Value],
+    hook: &str,
+    comm: &[u8],
+    window: (u64, u64),
+    container_id: Option<&str>,
+) {
     assert!(!calls.is_empty(), "the workload made no calls");
     let pid = calls[0]["pid"].as_i64().unwrap();
     let events = events_of(records, pid);
@@ -352,9 +544,7 @@ pub fn compare(records: &[Value], calls: &[Value], hook: &str, comm: &[u8], wind
         "one event per call for pid {pid}: events {events:#?}"
     );
     let host = host_name();
-    let cgroup = own_cgroup_id();
-    // SAFETY: no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut issue4 = Vec::new();
     let ncpu = std::thread::available_parallelism().unwrap().get() as u64;
     let mut used = HashSet::new();
     for call in calls {
@@ -384,10 +574,11 @@ pub fn compare(records: &[Value], calls: &[Value], hook: &str, comm: &[u8], wind
         assert_eq!(e["hook"], hook, "{ctx}");
         assert_eq!(e["processId"], call["pid"], "{ctx}");
         assert_eq!(e["threadId"], call["tid"], "{ctx}");
-        assert_eq!(e["userId"], uid, "{ctx}");
-        assert_eq!(e["groupId"], gid, "{ctx}");
+        assert_eq!(e["userId"], call["uid"], "{ctx}");
+        assert_eq!(e["groupId"], call["gid"], "{ctx}");
         assert_eq!(e["hostName"], host.as_str(), "{ctx}");
-        assert_eq!(e["cgroupId"], cgroup, "{ctx}");
+        assert!(call["cgroupId"].is_u64(), "{ctx}");
+        assert_eq!(e["cgroupId"], call["cgroupId"], "{ctx}");
         assert_eq!(e["returnValue"], call["ret"], "{ctx}");
         assert_eq!(e["errno"], call["errno"], "{ctx}");
         assert_eq!(e["offsetValue"], call["offsetBefore"], "{ctx}");
@@ -431,6 +622,82 @@ pub fn compare(records: &[Value], calls: &[Value], hook: &str, comm: &[u8], wind
                 );
             }
         }
+        issue4_mismatches(call, e, container_id, &mut issue4);
+    }
+    assert!(
+        issue4.is_empty(),
+        "issue-4 fields: {} mismatch(es) with what workload {pid} knew:\n{}",
+        issue4.len(),
+        issue4.join("\n")
+    );
+}
+
+/// One clock tick in ns (`_SC_CLK_TCK`), the precision of /proc's start times.
+pub fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
+}
+
+/// Adds to `out` each issue-4 field of event `e` that differs from what the workload knew of
+/// `call`'s descriptors and process.
+pub fn issue4_mismatches(
+    call: &Value,
+    e: &Value,
+    container_id: Option<&str>,
+    out: &mut Vec<String>,
+) {
+    let case = call["case"].as_str().unwrap_or("?");
+    let mut check = |field: &str, got: &Value, want: Value| {
+        if *got != want {
+            out.push(format!("  {case}: {field}: got {got}, want {want}"));
+        }
+    };
+    check("inFd", &e["inFd"], call["inFdInfo"].clone());
+    check("outFd", &e["outFd"], call["outFdInfo"].clone());
+    check(
+        "parentProcessId",
+        &e["parentProcessId"],
+        call["ppid"].clone(),
+    );
+    if call["pidNs"] == INIT_PID_NS {
+        check("hostProcessId", &e["hostProcessId"], call["pid"].clone());
+        check("hostThreadId", &e["hostThreadId"], call["tid"].clone());
+        check(
+            "hostParentProcessId",
+            &e["hostParentProcessId"],
+            call["ppid"].clone(),
+        );
+    } else {
+        for f in ["hostProcessId", "hostThreadId", "hostParentProcessId"] {
+            if !e[f].as_u64().is_some_and(|v| v > 0) {
+                check(f, &e[f], Value::from("a host id"));
+            }
+        }
+    }
+    let mut exe = serde_json::json!({"path": call["exe"], "truncated": false});
+    if !call["exeHex"].is_null() {
+        exe["pathHex"] = call["exeHex"].clone();
+    }
+    check("executable", &e["executable"], exe);
+    check(
+        "mountNamespace",
+        &e["mountNamespace"],
+        call["mntNs"].clone(),
+    );
+    check("pidNamespace", &e["pidNamespace"], call["pidNs"].clone());
+    check(
+        "containerId",
+        &e["containerId"],
+        container_id.map_or(Value::Null, Value::from),
+    );
+    // The workload's start time is only tick-precise (and truncated): allow two ticks.
+    let want = call["threadStartTime"].as_u64().unwrap();
+    let got = e["threadStartTime"].as_u64().unwrap_or(0);
+    if got.abs_diff(want) > 2 * tick_ns() {
+        out.push(format!(
+            "  {case}: threadStartTime: got {got}, want {want} ± {} ns",
+            2 * tick_ns()
+        ));
     }
 }
 
@@ -442,4 +709,95 @@ pub fn kernel_comm(name: &[u8]) -> Vec<u8> {
 /// `OsStr` from raw bytes.
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
+}
+
+/// How event fd object `e` differs from what strace `-yy` printed for the same descriptor, or
+/// None when they agree.
+pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
+    use strace::Desc;
+    let shown = match &s.desc {
+        Some(strace::Desc::Path {
+            path,
+            device,
+            deleted,
+        }) => format!(
+            "{:?} device {device:?} deleted {deleted}",
+            String::from_utf8_lossy(path)
+        ),
+        other => format!("{other:?}"),
+    };
+    let bad = |why: String| Some(format!("fd {}: {why}: strace {shown}, event {e}", s.num));
+    if e["fd"] != s.num {
+        return bad("fd number".into());
+    }
+    match &s.desc {
+        // strace prints nothing for a descriptor that is not open.
+        None => (e["type"] != "unknown").then(|| format!("fd {}: want unknown: {e}", s.num)),
+        Some(Desc::Path {
+            path,
+            device,
+            deleted,
+        }) => {
+            let want_type = match device.as_deref() {
+                None => "file",
+                Some(d) if d.starts_with("char ") => "chardev",
+                Some(_) => "other",
+            };
+            if e["type"] != want_type {
+                return bad(format!("type, want {want_type}"));
+            }
+            if expected_text(&e["path"], &e["pathHex"]) != *path {
+                return bad("path".into());
+            }
+            if e["deleted"] != *deleted {
+                return bad("deleted".into());
+            }
+            None
+        }
+        Some(Desc::Tcp { v6, local, remote }) => {
+            let family = if *v6 { "AF_INET6" } else { "AF_INET" };
+            let end = |a: &std::net::SocketAddr| serde_json::json!({"ip": a.ip().to_string(), "port": a.port()});
+            if e["type"] != "socket" || e["family"] != family || e["protocol"] != "TCP" {
+                return bad(format!("want a {family} TCP socket"));
+            }
+            if e["local"] != end(local) || e["remote"] != end(remote) {
+                return bad("endpoints".into());
+            }
+            None
+        }
+        Some(Desc::SocketInode { kind, inode }) => {
+            let (family, protocol) = match kind.as_str() {
+                "TCP" => ("AF_INET", "TCP"),
+                "TCPv6" => ("AF_INET6", "TCP"),
+                "UDP" => ("AF_INET", "UDP"),
+                "UDPv6" => ("AF_INET6", "UDP"),
+                k if k.starts_with("UNIX-") => ("AF_UNIX", &k[5..]),
+                _ => return bad("strace printed a socket kind this test does not know".into()),
+            };
+            (e["type"] != "socket"
+                || e["family"] != family
+                || e["protocol"] != protocol
+                || e["inode"] != *inode)
+                .then(|| format!("socket {kind} inode {inode} vs {e}"))
+        }
+        Some(Desc::Pipe(inode)) => {
+            (e["type"] != "pipe" || e["inode"] != *inode).then(|| format!("pipe: {s:?} vs {e}"))
+        }
+        Some(Desc::Other(text)) => {
+            // "UNIX-STREAM:[INODE->PEER]" or "UNIX-STREAM:[INODE->PEER,"path"]".
+            let unix = text.strip_prefix("UNIX-").and_then(|r| r.split_once(":["));
+            let Some((kind, rest)) = unix else {
+                return bad("strace printed something this test does not know".into());
+            };
+            let inode: Option<u64> = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok());
+            (e["type"] != "socket"
+                || e["family"] != "AF_UNIX"
+                || e["protocol"] != kind
+                || inode.is_none_or(|i| e["inode"] != i))
+            .then(|| format!("UNIX socket: {s:?} vs {e}"))
+        }
+    }
 }

@@ -14,6 +14,12 @@ const RESERVED: &[&str] = &[
     "var",
 ];
 
+/// Directories every guest has.
+const DIRS: [&str; 14] = [
+    "bin", "dev", "etc", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin", "usr/sbin",
+    "mnt", "boot",
+];
+
 /// What goes into the guest besides busybox and `/init`.
 pub struct Guest<'a> {
     /// Path of a statically linked busybox on the host.
@@ -22,6 +28,9 @@ pub struct Guest<'a> {
     pub kconfig: Option<&'a Path>,
     /// Files copied to `/` + basename, mode kept.
     pub includes: &'a [PathBuf],
+    /// Host files copied to the same absolute path in the guest (dynamically linked programs
+    /// and their libraries, see [`with_libraries`]), mode kept, parent directories created.
+    pub host_files: &'a [PathBuf],
     /// Environment of the command (already validated names).
     pub env: &'a [(String, String)],
     /// Shell script run by `sh -c`.
@@ -34,10 +43,7 @@ pub struct Guest<'a> {
 pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut cpio = Newc::new(BufWriter::new(file));
-    for dir in [
-        "bin", "dev", "etc", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin",
-        "usr/sbin", "mnt", "boot",
-    ] {
+    for dir in DIRS {
         cpio.dir(dir, 0o755)?;
     }
     if let Some(config) = guest.kconfig {
@@ -61,6 +67,35 @@ pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     )?;
     cpio.data("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.data("etc/group", 0o644, b"root:x:0:\n")?;
+    let mut dirs: Vec<String> = DIRS.map(String::from).to_vec();
+    for file in guest.host_files {
+        let name = file
+            .to_str()
+            .and_then(|p| p.strip_prefix('/'))
+            .with_context(|| format!("host file {}: not an absolute UTF-8 path", file.display()))?;
+        let mut parent = String::new();
+        for part in name
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, d)| d)
+        {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(part);
+            if !dirs.contains(&parent) {
+                cpio.dir(&parent, 0o755)?;
+                dirs.push(parent.clone());
+            }
+        }
+        let mode = std::fs::metadata(file)
+            .with_context(|| format!("host file {}", file.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        cpio.file_from(name, mode | 0o400, file)?;
+    }
     let mut seen = Vec::new();
     for inc in guest.includes {
         let name = include_name(inc)?;
@@ -255,6 +290,47 @@ impl<W: Write> Newc<W> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// `bins` (absolute paths of host programs) with every shared library and the program
+/// interpreter each needs, as `ldd` resolves them on the host; sorted, without duplicates.
+pub fn with_libraries(bins: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for bin in bins {
+        if !bin.is_absolute() || !bin.is_file() {
+            bail!(
+                "host binary {}: not an absolute path to a file",
+                bin.display()
+            );
+        }
+        out.push(bin.clone());
+        if elf_is_dynamic(bin)? != Some(true) {
+            continue;
+        }
+        let ldd = std::process::Command::new("ldd")
+            .arg(bin)
+            .output()
+            .context("running ldd")?;
+        if !ldd.status.success() {
+            bail!("ldd {} failed", bin.display());
+        }
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)", "/lib64/ld-linux….so.2 (0x…)",
+            // "linux-vdso.so.1 (0x…)" (in the kernel, no file), "libx.so => not found".
+            let line = line.trim();
+            let target = line.split_once(" => ").map_or(line, |(_, t)| t);
+            if target.starts_with("not found") {
+                bail!("{}: {line}", bin.display());
+            }
+            let path = target.split(" (").next().unwrap_or_default();
+            if path.starts_with('/') {
+                out.push(PathBuf::from(path));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Whether `path` is an ELF executable with a program interpreter (dynamically linked).
