@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use sendfile_trace_common::{
     DropRecord, EntryRecord, Filters, InFlight, MAX_CGROUP_FILTERS, MAX_FILTER_VALUES,
-    SendfileRecord, TAIL_SIZE, TAIL_SLACK, entry_status, filter, flags, kind, lost,
+    SendfileRecord, TAIL_SIZE, TAIL_SLACK, entry_status, fd_kind, filter, flags, kind, lost,
 };
 
 use crate::{fd, regs::Args, task};
@@ -178,8 +178,13 @@ pub fn enter(args: Args, hook: u32) {
     let task = unsafe { bpf_get_current_task() } as u64;
     let out = fd::lookup(task, args.out_fd);
     if enabled & filter::OUT_TYPE != 0 {
-        let k = out.ok().and_then(fd::kind_of).map_or(0, |(k, _, _)| k);
-        if global!(FILTERS.out_kinds) & (1 << k) == 0 {
+        let mut k = fd_kind::UNKNOWN;
+        if fd::is_file(out)
+            && let Some((kind, _, _)) = fd::kind_of(out)
+        {
+            k = kind;
+        }
+        if global!(FILTERS.out_kinds) & (1u32 << (k & 31)) == 0 {
             return;
         }
     }
@@ -223,13 +228,7 @@ pub fn enter(args: Args, hook: u32) {
 /// Resolves both descriptors and the process into this CPU's scratch record and writes it to
 /// the ring; false if it could not be written.
 #[inline(always)]
-fn write_entry(
-    task: u64,
-    args: &Args,
-    out: Result<u64, u32>,
-    pid_tgid: u64,
-    start_ns: u64,
-) -> bool {
+fn write_entry(task: u64, args: &Args, out: u64, pid_tgid: u64, start_ns: u64) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };

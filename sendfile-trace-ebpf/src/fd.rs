@@ -187,25 +187,38 @@ pub fn walk_path(
     }
 }
 
-/// The `struct file *` open at `fd` in `task`'s fd table, or the reason there is none.
+/// The `struct file *` open at `fd` in `task`'s fd table, or, when there is none, the
+/// [`fd_reason`] why (a small number: kernel pointers never are). One plain register, so
+/// that no path leaves part of it undefined for the verifier.
 #[inline(always)]
-pub fn lookup(task: u64, fd: i32) -> Result<u64, u32> {
+pub fn lookup(task: u64, fd: i32) -> u64 {
     if fd < 0 {
-        return Err(fd_reason::OUT_OF_RANGE);
+        return fd_reason::OUT_OF_RANGE as u64;
     }
-    let fdt = ptr(task, off!(task_files))
-        .and_then(|files| ptr(files, off!(files_fdt)))
-        .ok_or(fd_reason::READ_FAILED)?;
-    let max = read::<u32>(fdt, off!(fdt_max_fds)).ok_or(fd_reason::READ_FAILED)?;
+    let Some(fdt) = ptr(task, off!(task_files)).and_then(|files| ptr(files, off!(files_fdt)))
+    else {
+        return fd_reason::READ_FAILED as u64;
+    };
+    let Some(max) = read::<u32>(fdt, off!(fdt_max_fds)) else {
+        return fd_reason::READ_FAILED as u64;
+    };
     if fd as u32 >= max {
-        return Err(fd_reason::OUT_OF_RANGE);
+        return fd_reason::OUT_OF_RANGE as u64;
     }
-    let table = ptr(fdt, off!(fdt_fd)).ok_or(fd_reason::READ_FAILED)?;
+    let Some(table) = ptr(fdt, off!(fdt_fd)) else {
+        return fd_reason::READ_FAILED as u64;
+    };
     match read::<u64>(table, (fd as u64) * 8) {
-        Some(0) => Err(fd_reason::NOT_OPEN),
-        Some(file) => Ok(file),
-        None => Err(fd_reason::READ_FAILED),
+        Some(0) => fd_reason::NOT_OPEN as u64,
+        Some(file) => file,
+        None => fd_reason::READ_FAILED as u64,
     }
+}
+
+/// Whether a [`lookup`] result is a file (not a reason).
+#[inline(always)]
+pub fn is_file(found: u64) -> bool {
+    found > 0xffff
 }
 
 /// The kind of an open file, from its inode's mode; also returns the inode.
@@ -226,15 +239,13 @@ pub fn kind_of(file: u64) -> Option<(u32, u64, u32)> {
 
 /// Fills `r` for descriptor `fd` of `task` (already looked up as `found`).
 #[inline(always)]
-pub fn describe(t: &mut Tail, found: Result<u64, u32>, r: &mut FdRecord) {
-    let file = match found {
-        Ok(file) => file,
-        Err(reason) => {
-            r.kind = fd_kind::UNKNOWN;
-            r.reason = reason;
-            return;
-        }
-    };
+pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
+    if !is_file(found) {
+        r.kind = fd_kind::UNKNOWN;
+        r.reason = found as u32;
+        return;
+    }
+    let file = found;
     let Some((kind, inode, mode)) = kind_of(file) else {
         r.kind = fd_kind::UNKNOWN;
         r.reason = fd_reason::READ_FAILED;

@@ -50,7 +50,7 @@ pub enum FdKind {
         /// Its name.
         name: String,
     },
-    /// Not resolvable (`"not open"` for a descriptor fstat rejects with EBADF).
+    /// Not resolvable (`"not open"` for a free slot, `"fd out of range"` for a negative fd).
     Unknown {
         /// Why.
         reason: String,
@@ -180,6 +180,10 @@ fn fstat(fd: RawFd) -> io::Result<Stat> {
 /// Describes `fd` as the tracer should at the moment of the call.
 pub fn describe(fd: RawFd, paths: &Paths) -> FdInfo {
     let kind = match fstat(fd) {
+        // The kernel tells a number outside the fd table from a free slot in it.
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) && fd < 0 => FdKind::Unknown {
+            reason: "fd out of range".into(),
+        },
         Err(e) if e.raw_os_error() == Some(libc::EBADF) => FdKind::Unknown {
             reason: "not open".into(),
         },
@@ -464,7 +468,7 @@ mod tests {
         assert_eq!(
             describe(-1, &paths).kind,
             FdKind::Unknown {
-                reason: "not open".into()
+                reason: "fd out of range".into()
             }
         );
         let null = std::fs::File::open("/dev/null").unwrap();
