@@ -216,7 +216,14 @@ pub mod fd_flags {
     pub const EXE_TRUNCATED: u32 = 1 << 2;
     /// (EntryRecord) the task has no executable (kernel thread, exiting task).
     pub const NO_EXE: u32 = 1 << 3;
+    /// (EntryRecord) the per-process part (`ns_tgid`, `ns_ppid`, `host_ppid`, namespaces,
+    /// executable, cgroup names) is left out: it is unchanged since this process's last full
+    /// record, which userspace keeps.
+    pub const PROC_CACHED: u32 = 1 << 4;
 }
+
+/// Processes whose last full entry record the kernel side remembers (LRU).
+pub const PROC_CACHE_SIZE: u32 = 8192;
 
 /// One descriptor as resolved at syscall entry.
 ///
@@ -516,6 +523,8 @@ pub mod names {
     pub const FILTER_COMMS: &str = "FILTER_COMMS";
     /// Hash set of admitted uids (`--uid`).
     pub const FILTER_UIDS: &str = "FILTER_UIDS";
+    /// LRU hash of the process keys whose full records userspace has, by tgid.
+    pub const PROC_CACHE: &str = "PROC_CACHE";
 }
 
 #[cfg(feature = "user")]

@@ -247,7 +247,7 @@ fn write_entry(task: u64, args: &Args, out: u64, pid_tgid: u64, start_ns: u64) -
     };
     fd::describe(&mut t, fd::lookup(task, args.in_fd), &mut s.rec.in_fd);
     fd::describe(&mut t, out, &mut s.rec.out_fd);
-    task::describe(&mut t, &mut s.rec, task);
+    let key = task::describe(&mut t, &mut s.rec, task, (pid_tgid >> 32) as u32);
     let used = t.pos();
     let tail_len = if used > TAIL_SIZE as u32 {
         TAIL_SIZE as u32
@@ -265,9 +265,15 @@ fn write_entry(task: u64, args: &Args, out: u64, pid_tgid: u64, start_ns: u64) -
             wakeup(),
         )
     };
-    // Not counted as a loss: the call's exit record still comes, and its event says that its
-    // descriptors and process context were lost (userspace counts such events).
-    ret == 0
+    if ret != 0 {
+        // Not counted as a loss: the call's exit record still comes, and its event says that
+        // its descriptors and process context were lost (userspace counts such events).
+        return false;
+    }
+    if let Some(key) = key {
+        task::remember((pid_tgid >> 32) as u32, &key);
+    }
+    true
 }
 
 /// Syscall exit: pair with the saved entry and emit one record.

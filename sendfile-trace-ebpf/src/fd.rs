@@ -128,16 +128,14 @@ pub fn walk_path(
         off!(mount_parent),
         off!(mount_mountpoint),
     );
-    let (o_parent, o_len, o_name) = (
-        off!(dentry_parent),
-        off!(dentry_name_len),
-        off!(dentry_name),
-    );
+    // d_parent, d_name.hash_len and d_name.name are adjacent (checked by userspace from BTF):
+    // one read per component gets all three.
+    let o_parent = off!(dentry_parent);
+    let mut mnt_root = ptr(vfsmnt, o_root).unwrap_or(0);
     let mut done = false;
-    for _ in 0..PATH_DEPTH {
-        let Some(mnt_root) = ptr(vfsmnt, o_root) else {
-            break;
-        };
+    // A failed first read leaves the walk undone: an empty path flagged truncated.
+    let depth = if mnt_root == 0 { 0 } else { PATH_DEPTH };
+    for _ in 0..depth {
         if dentry == mnt_root {
             // Top of this mount: continue from where it is mounted, or stop at the namespace root.
             let mount = vfsmnt.wrapping_sub(o_mnt);
@@ -153,9 +151,13 @@ pub fn walk_path(
             };
             dentry = mountpoint;
             vfsmnt = parent + o_mnt;
+            let Some(root) = ptr(vfsmnt, o_root) else {
+                break;
+            };
+            mnt_root = root;
             continue;
         }
-        let Some(parent) = ptr(dentry, o_parent) else {
+        let Some([parent, hash_len, name]) = read::<[u64; 3]>(dentry, o_parent) else {
             break;
         };
         if parent == dentry {
@@ -163,10 +165,7 @@ pub fn walk_path(
             done = true;
             break;
         }
-        let (Some(len), Some(name)) = (read::<u32>(dentry, o_len), ptr(dentry, o_name)) else {
-            break;
-        };
-        if !t.push(name, len, true, limit) {
+        if !t.push(name, (hash_len >> 32) as u32, true, limit) {
             break;
         }
         dentry = parent;

@@ -2,10 +2,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use sendfile_trace_common::{
     DropRecord, EntryRecord, SendfileRecord, kind, lost, names, record_kind,
 };
@@ -18,7 +19,7 @@ use crate::{
     SCHEMA_VERSION,
     cli::Cli,
     error::{Error, one_line},
-    event::{Enricher, Entry},
+    event::{Enricher, Entry, ProcCtx},
     filter::FilterSet,
     lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     output::{Output, WriteError, WriteResult},
@@ -34,6 +35,13 @@ const TICK: Duration = Duration::from_millis(250);
 /// when a quarter of the ring is waiting, so a steady trickle is read on this timer instead of
 /// paying one wakeup per record.
 const POLL: Duration = Duration::from_millis(10);
+
+/// Processes whose context is kept before idle ones are forgotten (the kernel side remembers
+/// at most `PROC_CACHE_SIZE`).
+const PROCS_KEPT: usize = 2 * sendfile_trace_common::PROC_CACHE_SIZE as usize;
+
+/// How long a process's context must go unused before it may be forgotten.
+const PROC_IDLE: Duration = Duration::from_secs(60);
 
 /// Records handled per turn of the loop: under a flood the ring never empties, and signals and
 /// loss reports must still get their turn.
@@ -59,6 +67,10 @@ struct Pipeline {
     pending: HashMap<u64, Entry>,
     /// Events written without their entry record.
     incomplete: u64,
+    /// The process part of each process's last full entry record, and when it was last used.
+    procs: HashMap<u32, (Arc<ProcCtx>, Instant)>,
+    /// The kernel's record of which processes `procs` holds.
+    proc_cache: BpfHashMap<MapData, u32, [u64; 6]>,
 }
 
 impl Pipeline {
@@ -86,14 +98,19 @@ impl Pipeline {
         match record_kind(item) {
             Some(kind::ENTRY) => match EntryRecord::from_bytes(item) {
                 Some((rec, tail)) => {
+                    let mut entry = Entry::new(rec, tail.to_vec());
+                    let tgid = (rec.pid_tgid >> 32) as u32;
+                    let now = Instant::now();
+                    if entry.proc_cached() {
+                        entry.proc = self.procs.get_mut(&tgid).map(|(p, seen)| {
+                            *seen = now;
+                            p.clone()
+                        });
+                    } else if let Some(p) = &entry.proc {
+                        self.procs.insert(tgid, (p.clone(), now));
+                    }
                     // A thread makes one call at a time: an older entry of it never got an exit.
-                    self.pending.insert(
-                        rec.pid_tgid,
-                        Entry {
-                            rec,
-                            tail: tail.to_vec(),
-                        },
-                    );
+                    self.pending.insert(rec.pid_tgid, entry);
                 }
                 None => bad("entry"),
             },
@@ -126,6 +143,26 @@ impl Pipeline {
             _ => bad("unknown"),
         }
         Ok(())
+    }
+
+    /// Bounds `procs`: past [`PROCS_KEPT`] processes, forgets those unused for [`PROC_IDLE`],
+    /// telling the kernel first so that it sends their next record in full.
+    fn trim_procs(&mut self) {
+        if self.procs.len() <= PROCS_KEPT {
+            return;
+        }
+        let now = Instant::now();
+        let idle: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) > PROC_IDLE)
+            .map(|(tgid, _)| *tgid)
+            .collect();
+        for tgid in idle {
+            // Not in the kernel map any more (LRU eviction) is fine too.
+            let _ = self.proc_cache.remove(&tgid);
+            self.procs.remove(&tgid);
+        }
     }
 
     /// Reports new losses counted by the kernel side, one `events_lost` per reason.
@@ -174,6 +211,8 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         .map_err(|e| Error::Load(one_line(&e)))?;
     let lost_map = PerCpuArray::try_from(take(&mut attached.ebpf, names::LOST)?)
         .map_err(|e| Error::Load(one_line(&e)))?;
+    let proc_cache = BpfHashMap::try_from(take(&mut attached.ebpf, names::PROC_CACHE)?)
+        .map_err(|e| Error::Load(one_line(&e)))?;
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
     let mut ring =
@@ -218,6 +257,8 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         lost_seen: [0; lost::COUNT as usize],
         pending: HashMap::new(),
         incomplete: 0,
+        procs: HashMap::new(),
+        proc_cache,
     };
     if let Err(e) = startup {
         return finish(e);
@@ -251,6 +292,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
             }
             _ = tick.tick() => {
                 p.enricher.clock = WallClock::now();
+                p.trim_procs();
                 p.drain(ring.get_mut(), BATCH)
                     .map(|more| backlog = more)
                     .and_then(|()| p.report_losses())

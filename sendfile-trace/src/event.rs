@@ -1,6 +1,6 @@
 //! Decoding a kernel record into the JSON event contract (Tracee's legacy field names).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use sendfile_trace_common::{
     EntryRecord, FdRecord, Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, Seg,
@@ -280,9 +280,74 @@ pub struct Entry {
     pub rec: EntryRecord,
     /// Paths and names.
     pub tail: Vec<u8>,
+    /// The process part: decoded from this record, or, when the kernel left it out
+    /// (`PROC_CACHED`), the one kept from the process's last full record; `None` if that is
+    /// unknown.
+    pub proc: Option<Arc<ProcCtx>>,
+}
+
+/// The per-process part of an entry record, kept by tgid for the records that leave it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcCtx {
+    /// Thread group id in the process's pid namespace.
+    pub ns_tgid: u32,
+    /// Parent's tgid in that namespace.
+    pub ns_ppid: u32,
+    /// Parent's tgid in the host namespace.
+    pub host_ppid: u32,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+    /// Pid namespace inode.
+    pub pid_ns: u32,
+    /// The executable.
+    pub executable: Option<Executable>,
+    /// Container id from the cgroup names.
+    pub container_id: Option<String>,
 }
 
 impl Entry {
+    /// An entry from the ring: decodes its process part unless the kernel left it out.
+    pub fn new(rec: EntryRecord, tail: Vec<u8>) -> Entry {
+        let mut e = Entry {
+            rec,
+            tail,
+            proc: None,
+        };
+        if rec.flags & fd_flags::PROC_CACHED == 0 {
+            e.proc = Some(Arc::new(e.decode_proc()));
+        }
+        e
+    }
+
+    /// Whether the kernel left the process part out.
+    pub fn proc_cached(&self) -> bool {
+        self.rec.flags & fd_flags::PROC_CACHED != 0
+    }
+
+    fn decode_proc(&self) -> ProcCtx {
+        let r = &self.rec;
+        let executable = (r.flags & fd_flags::NO_EXE == 0).then(|| {
+            let (path, path_hex) = text(&self.path(r.exe));
+            Executable {
+                path,
+                path_hex,
+                truncated: r.flags & fd_flags::EXE_TRUNCATED != 0,
+            }
+        });
+        let container_id = [r.cgroup_name, r.cgroup_parent]
+            .into_iter()
+            .find_map(|s| container_id_of(&String::from_utf8_lossy(self.seg(s))));
+        ProcCtx {
+            ns_tgid: r.ns_tgid,
+            ns_ppid: r.ns_ppid,
+            host_ppid: r.host_ppid,
+            mnt_ns: r.mnt_ns,
+            pid_ns: r.pid_ns,
+            executable,
+            container_id,
+        }
+    }
+
     fn seg(&self, s: Seg) -> &[u8] {
         self.tail
             .get(s.off as usize..s.off as usize + s.len as usize)
@@ -484,41 +549,27 @@ impl Enricher {
                 (unresolved(r.in_fd, why), unresolved(r.out_fd, why))
             }
         };
-        let executable = entry
-            .filter(|e| e.rec.flags & fd_flags::NO_EXE == 0)
-            .map(|e| {
-                let (path, path_hex) = text(&e.path(e.rec.exe));
-                Executable {
-                    path,
-                    path_hex,
-                    truncated: e.rec.flags & fd_flags::EXE_TRUNCATED != 0,
-                }
-            });
-        let container_id = entry.and_then(|e| {
-            [e.rec.cgroup_name, e.rec.cgroup_parent]
-                .into_iter()
-                .find_map(|s| container_id_of(&String::from_utf8_lossy(e.seg(s))))
-        });
+        let proc = entry.and_then(|e| e.proc.as_deref());
         SendfileEvent {
             timestamp: self.clock.wall_ns(r.start_ns),
             processor_id: r.cpu,
-            process_id: entry.map(|e| e.rec.ns_tgid),
+            process_id: proc.map(|p| p.ns_tgid),
             thread_id: entry.map(|e| e.rec.ns_tid),
-            parent_process_id: entry.map(|e| e.rec.ns_ppid),
+            parent_process_id: proc.map(|p| p.ns_ppid),
             host_process_id: (r.pid_tgid >> 32) as u32,
             host_thread_id: r.pid_tgid as u32,
-            host_parent_process_id: entry.map(|e| e.rec.host_ppid),
+            host_parent_process_id: proc.map(|p| p.host_ppid),
             user_id: r.uid_gid as u32,
             group_id: (r.uid_gid >> 32) as u32,
             process_name,
             process_name_hex,
-            executable,
+            executable: proc.and_then(|p| p.executable.clone()),
             thread_start_time: entry.map(|e| self.clock.wall_ns(e.rec.thread_start_ns)),
-            mount_namespace: entry.map(|e| e.rec.mnt_ns),
-            pid_namespace: entry.map(|e| e.rec.pid_ns),
+            mount_namespace: proc.map(|p| p.mnt_ns),
+            pid_namespace: proc.map(|p| p.pid_ns),
             host_name: &self.host_name,
             cgroup_id: r.cgroup_id,
-            container_id,
+            container_id: proc.and_then(|p| p.container_id.clone()),
             event_id: "40",
             event_name: "sendfile",
             syscall,
@@ -676,7 +727,7 @@ mod tests {
         rec.cgroup_name = push_raw(&mut tail, format!("docker-{id}.scope").as_bytes());
         rec.cgroup_parent = push_raw(&mut tail, b"system.slice");
         rec.tail_len = tail.len() as u16;
-        Entry { rec, tail }
+        Entry::new(rec, tail)
     }
 
     #[test]
@@ -727,10 +778,7 @@ mod tests {
         let (rec, tail) = EntryRecord::from_bytes(&bytes).unwrap();
         assert_eq!(rec, e.rec);
         assert!(EntryRecord::from_bytes(&bytes[..bytes.len() - 1]).is_none());
-        let back = Entry {
-            rec,
-            tail: tail.to_vec(),
-        };
+        let back = Entry::new(rec, tail.to_vec());
         let v = encode_with(&record(), Some(&back));
         assert_eq!(
             v["inFd"],
@@ -758,6 +806,32 @@ mod tests {
             (&json!(4242), &json!(4000))
         );
         assert_eq!(v["mountNamespace"], 4026531840u64);
+    }
+
+    #[test]
+    fn a_cached_process_part_is_not_decoded_from_the_record() {
+        let full = entry();
+        let mut rec = full.rec;
+        rec.flags |= fd_flags::PROC_CACHED;
+        rec.exe = Seg::default();
+        let cached = Entry::new(rec, full.tail.clone());
+        assert!(cached.proc_cached() && cached.proc.is_none());
+        // Without the kept part, the process fields are null, never guessed.
+        let v = encode_with(&record(), Some(&cached));
+        assert_eq!(
+            (&v["processId"], &v["executable"]),
+            (&Value::Null, &Value::Null)
+        );
+        assert_eq!(v["inFd"]["type"], "file");
+        // With it (what the daemon does), they are the full record's.
+        let with = Entry {
+            proc: full.proc.clone(),
+            ..cached
+        };
+        assert_eq!(
+            encode_with(&record(), Some(&with))["executable"]["path"],
+            "/usr/sbin/nginx"
+        );
     }
 
     #[test]

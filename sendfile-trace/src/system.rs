@@ -72,14 +72,20 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    /// Samples CLOCK_REALTIME − CLOCK_BOOTTIME now.
+    /// Samples CLOCK_REALTIME − CLOCK_BOOTTIME now: the tightest of a few
+    /// boot/real/boot brackets, so that a preemption between two clock reads (common in a busy
+    /// VM) does not skew every timestamp until the next sample.
     pub fn now() -> WallClock {
-        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
-        let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
-        let boot2 = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
-        WallClock {
-            offset_ns: real - (boot + boot2) / 2,
+        let mut best = (i128::MAX, 0);
+        for _ in 0..5 {
+            let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
+            let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
+            let boot2 = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
+            if boot2 - boot < best.0 {
+                best = (boot2 - boot, real - (boot + boot2) / 2);
+            }
         }
+        WallClock { offset_ns: best.1 }
     }
 
     /// Wall-clock ns for a boot-time ns value.

@@ -442,7 +442,18 @@ pub fn thread_start_time(tid: i32) -> io::Result<u64> {
         .ok()
         .filter(|h| *h > 0)
         .ok_or_else(|| io::Error::other("no _SC_CLK_TCK"))?;
-    let boot_wall = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+    // The tightest of a few boot/real/boot brackets: a preemption between two clock reads
+    // (common in a busy VM) would skew the result.
+    let mut best = (i128::MAX, 0);
+    for _ in 0..5 {
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot2 = clock_ns(libc::CLOCK_BOOTTIME);
+        if boot2 - boot < best.0 {
+            best = (boot2 - boot, real - (boot + boot2) / 2);
+        }
+    }
+    let boot_wall = best.1;
     let since_boot = i128::from(ticks) * 1_000_000_000 / i128::from(hz);
     u64::try_from(boot_wall + since_boot).map_err(|_| io::Error::other("start before 1970"))
 }
