@@ -110,6 +110,7 @@ pub const CASES: &[Case] = &[
     case("ebadf", ebadf),
     case("ebadf_negative_out", ebadf_negative_out),
     case("einval_append", einval_append),
+    case("einval_eventfd_out", einval_eventfd_out),
     case("einval_pipe_input", einval_pipe_input),
     case("espipe", espipe),
     case("efault", efault),
@@ -670,6 +671,20 @@ fn einval_append(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>>
         format!("append output file has {len} bytes, expected 0")
     });
     Ok(Some(run))
+}
+
+/// out_fd is an eventfd (an anonymous inode, no splice_write): EINVAL, nothing written.
+fn einval_eventfd_out(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let input = ctx.open_input()?;
+    let efd = sys::eventfd()?;
+    let call = ctx.sendfile(
+        abi,
+        efd.as_raw_fd(),
+        input.as_raw_fd(),
+        OffsetArg::Value(0),
+        100,
+    )?;
+    Ok(Some(Run::new(call, Expect::Errno(libc::EINVAL))))
 }
 
 /// Bytes left in a pipe by the pipe-input cases.
