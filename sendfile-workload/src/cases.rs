@@ -98,6 +98,7 @@ pub struct Case {
 pub const CASES: &[Case] = &[
     case("file_to_file_null_offset", file_to_file_null_offset),
     case("file_to_file_offset", file_to_file_offset),
+    case("file_to_file_thread", file_to_file_thread),
     case("file_to_tcp", file_to_tcp),
     case("file_to_tcp6", file_to_tcp6),
     case("file_to_unix", file_to_unix),
@@ -400,6 +401,17 @@ fn file_to_file_offset(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option
         check_input_position(&mut run, &input, 0)?;
     }
     Ok(Some(run))
+}
+
+/// [`file_to_file_offset`] from a second thread started 50 ms (more than two clock ticks) after
+/// the case began: its thread id and start time are not the process's.
+fn file_to_file_thread(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    std::thread::sleep(Duration::from_millis(50));
+    std::thread::scope(|s| {
+        s.spawn(|| file_to_file_offset(ctx, name, abi))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the case thread panicked"))?
+    })
 }
 
 /// A connected TCP pair on `ip`: (client, accepted server side).
