@@ -101,6 +101,7 @@ pub const CASES: &[Case] = &[
     case("file_to_file_thread", file_to_file_thread),
     case("file_to_tcp", file_to_tcp),
     case("file_to_tcp6", file_to_tcp6),
+    case("file_to_tcp6_mapped", file_to_tcp6_mapped),
     case("file_to_unix", file_to_unix),
     case("file_to_pipe", file_to_pipe),
     case("file_to_chardev", file_to_chardev),
@@ -472,6 +473,27 @@ fn file_to_tcp6(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
         }
     };
     file_to_stream(ctx, abi, client.as_raw_fd(), server, Some(100), 1000).map(Some)
+}
+
+/// File → the accepted side of an IPv6 listener bound to `::ffff:127.0.0.1`, connected from
+/// IPv4: an AF_INET6 socket whose both ends are IPv4-mapped addresses. Skipped (with a note)
+/// where IPv6 sockets cannot take IPv4 (bindv6only).
+fn file_to_tcp6_mapped(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+    let pair = TcpListener::bind(SocketAddr::new(mapped.into(), 0)).and_then(|l| {
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, l.local_addr()?.port()))?;
+        let (server, _) = l.accept()?;
+        client.set_read_timeout(Some(READ_TIMEOUT))?;
+        Ok((server, client))
+    });
+    let (server, client) = match pair {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("sendfile-workload: case {name}: skipped, no IPv4-mapped IPv6: {e}");
+            return Ok(None);
+        }
+    };
+    file_to_stream(ctx, abi, server.as_raw_fd(), client, Some(0), 500).map(Some)
 }
 
 /// File → UNIX stream socket (named, in the work directory) from offset 7.
