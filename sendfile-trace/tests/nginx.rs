@@ -117,6 +117,33 @@ fn wait_listening(addr: SocketAddr, nginx: &mut Child, dir: &Path) {
     }
 }
 
+/// strace running nginx; a test that fails half-way stops nginx (SIGTERM to the master, from its
+/// pid file) and strace, so no server outlives it.
+struct Served {
+    strace: Child,
+    pid_file: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.strace.try_wait() {
+            if let Some(master) = std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: a signal to the nginx master this test started.
+                unsafe { libc::kill(master, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.strace.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.strace.kill();
+            let _ = self.strace.wait();
+        }
+    }
+}
+
 /// Children of `pid`, from /proc/*/stat.
 fn children(pid: i64) -> Vec<i64> {
     let mut out = Vec::new();
@@ -158,7 +185,7 @@ fn nginx_sendfile_matches_strace_one_for_one() {
 
     let start = now_ns();
     let tracer = Tracer::start("auto", &[]).unwrap_or_else(|f| panic!("{f:?}"));
-    let mut traced = Command::new(&strace_bin)
+    let traced = Command::new(&strace_bin)
         .args([
             "-f",
             "-qq",
@@ -181,11 +208,15 @@ fn nginx_sendfile_matches_strace_one_for_one() {
         .stdout(Stdio::null())
         .spawn()
         .expect("cannot start strace");
-    let strace_pid = i64::from(traced.id());
+    let mut served = Served {
+        strace: traced,
+        pid_file: dir.join("nginx.pid"),
+    };
+    let strace_pid = i64::from(served.strace.id());
     let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-    wait_listening(SocketAddr::new(v4, port), &mut traced, &dir);
-    wait_listening(SocketAddr::new(v6, port), &mut traced, &dir);
+    wait_listening(SocketAddr::new(v4, port), &mut served.strace, &dir);
+    wait_listening(SocketAddr::new(v6, port), &mut served.strace, &dir);
 
     // (client address, body length) of every fetch.
     let mut fetched = Vec::new();
@@ -218,7 +249,7 @@ fn nginx_sendfile_matches_strace_one_for_one() {
     assert_eq!(workers.len(), 1, "one worker: {workers:?}");
     // SAFETY: a signal to the nginx master this test started.
     unsafe { libc::kill(master as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut traced, Duration::from_secs(120));
+    let status = wait_timeout(&mut served.strace, Duration::from_secs(120));
     assert!(status.success(), "strace/nginx exit {status}");
     let stopped = tracer.stop();
     let window = (start, now_ns());

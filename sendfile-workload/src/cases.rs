@@ -98,8 +98,10 @@ pub struct Case {
 pub const CASES: &[Case] = &[
     case("file_to_file_null_offset", file_to_file_null_offset),
     case("file_to_file_offset", file_to_file_offset),
+    case("file_to_file_thread", file_to_file_thread),
     case("file_to_tcp", file_to_tcp),
     case("file_to_tcp6", file_to_tcp6),
+    case("file_to_tcp6_mapped", file_to_tcp6_mapped),
     case("file_to_unix", file_to_unix),
     case("file_to_pipe", file_to_pipe),
     case("file_to_chardev", file_to_chardev),
@@ -110,6 +112,7 @@ pub const CASES: &[Case] = &[
     case("ebadf", ebadf),
     case("ebadf_negative_out", ebadf_negative_out),
     case("einval_append", einval_append),
+    case("einval_eventfd_out", einval_eventfd_out),
     case("einval_pipe_input", einval_pipe_input),
     case("espipe", espipe),
     case("efault", efault),
@@ -401,6 +404,17 @@ fn file_to_file_offset(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option
     Ok(Some(run))
 }
 
+/// [`file_to_file_offset`] from a second thread started 50 ms (more than two clock ticks) after
+/// the case began: its thread id and start time are not the process's.
+fn file_to_file_thread(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    std::thread::sleep(Duration::from_millis(50));
+    std::thread::scope(|s| {
+        s.spawn(|| file_to_file_offset(ctx, name, abi))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the case thread panicked"))?
+    })
+}
+
 /// A connected TCP pair on `ip`: (client, accepted server side).
 fn tcp_pair(ip: std::net::IpAddr) -> io::Result<(TcpStream, TcpStream)> {
     let listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
@@ -459,6 +473,27 @@ fn file_to_tcp6(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
         }
     };
     file_to_stream(ctx, abi, client.as_raw_fd(), server, Some(100), 1000).map(Some)
+}
+
+/// File → the accepted side of an IPv6 listener bound to `::ffff:127.0.0.1`, connected from
+/// IPv4: an AF_INET6 socket whose both ends are IPv4-mapped addresses. Skipped (with a note)
+/// where IPv6 sockets cannot take IPv4 (bindv6only).
+fn file_to_tcp6_mapped(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+    let pair = TcpListener::bind(SocketAddr::new(mapped.into(), 0)).and_then(|l| {
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, l.local_addr()?.port()))?;
+        let (server, _) = l.accept()?;
+        client.set_read_timeout(Some(READ_TIMEOUT))?;
+        Ok((server, client))
+    });
+    let (server, client) = match pair {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("sendfile-workload: case {name}: skipped, no IPv4-mapped IPv6: {e}");
+            return Ok(None);
+        }
+    };
+    file_to_stream(ctx, abi, server.as_raw_fd(), client, Some(0), 500).map(Some)
 }
 
 /// File → UNIX stream socket (named, in the work directory) from offset 7.
@@ -670,6 +705,20 @@ fn einval_append(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>>
         format!("append output file has {len} bytes, expected 0")
     });
     Ok(Some(run))
+}
+
+/// out_fd is an eventfd (an anonymous inode, no splice_write): EINVAL, nothing written.
+fn einval_eventfd_out(ctx: &Ctx, _name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let input = ctx.open_input()?;
+    let efd = sys::eventfd()?;
+    let call = ctx.sendfile(
+        abi,
+        efd.as_raw_fd(),
+        input.as_raw_fd(),
+        OffsetArg::Value(0),
+        100,
+    )?;
+    Ok(Some(Run::new(call, Expect::Errno(libc::EINVAL))))
 }
 
 /// Bytes left in a pipe by the pipe-input cases.

@@ -7,7 +7,6 @@
 //! it reads the kernel's path of a descriptor (`/proc/self/fd/N`), except for anonymous inodes,
 //! whose name has no other source.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -131,14 +130,14 @@ fn text(bytes: &[u8]) -> (String, Option<String>) {
 /// The files the workload opened, by `(st_dev, st_ino)`: the paths it knows them by.
 #[derive(Default)]
 pub struct Paths {
-    known: RefCell<Vec<(u64, u64, PathBuf)>>,
+    known: std::sync::Mutex<Vec<(u64, u64, PathBuf)>>,
 }
 
 impl Paths {
     /// Remembers that `path` (absolute, canonical) is the file open on `fd`.
     pub fn register(&self, fd: RawFd, path: &Path) -> io::Result<()> {
         let st = fstat(fd)?;
-        let mut known = self.known.borrow_mut();
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         known.retain(|(d, i, _)| (*d, *i) != (st.st_dev, st.st_ino));
         known.push((st.st_dev, st.st_ino, path.to_owned()));
         Ok(())
@@ -146,7 +145,8 @@ impl Paths {
 
     fn path_of(&self, dev: u64, ino: u64) -> Option<PathBuf> {
         self.known
-            .borrow()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(d, i, _)| (*d, *i) == (dev, ino))
             .map(|(_, _, p)| p.clone())

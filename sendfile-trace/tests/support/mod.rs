@@ -780,6 +780,8 @@ pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
                 || e["inode"] != *inode)
                 .then(|| format!("socket {kind} inode {inode} vs {e}"))
         }
+        Some(Desc::AnonInode(name)) => (e["type"] != "anon_inode" || e["name"] != name.as_str())
+            .then(|| format!("anon inode {name}: {e}")),
         Some(Desc::Pipe(inode)) => {
             (e["type"] != "pipe" || e["inode"] != *inode).then(|| format!("pipe: {s:?} vs {e}"))
         }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 /// One sendfile call as strace printed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
-    /// The caller's thread id (strace -f prefix).
+    /// The caller's thread id (strace -f prefix; 0 without one).
     pub pid: i64,
     /// `sendfile` or `sendfile64`.
     pub name: String,
@@ -74,6 +74,8 @@ pub enum Desc {
     },
     /// A pipe and its inode.
     Pipe(u64),
+    /// An anonymous inode by name (`[eventfd]`).
+    AnonInode(String),
     /// Anything else, as printed (unescaped).
     Other(String),
 }
@@ -240,6 +242,9 @@ fn describe(raw: &[u8], deleted: bool) -> Option<Desc> {
             });
         }
     }
+    if let Some(name) = text.strip_prefix("anon_inode:") {
+        return Some(Desc::AnonInode(name.to_owned()));
+    }
     if let Some(r) = text.strip_prefix("pipe:[") {
         return Some(Desc::Pipe(r.strip_suffix(']')?.parse().ok()?));
     }
@@ -370,7 +375,7 @@ fn parse_call(pid: &str, text: &str) -> Option<Call> {
         None
     };
     Some(Call {
-        pid: pid.parse().ok()?,
+        pid: if pid.is_empty() { 0 } else { pid.parse().ok()? },
         name: name.to_owned(),
         out_fd,
         in_fd,
@@ -456,6 +461,10 @@ mod tests {
         );
         assert_eq!(c.out_fd.desc, Some(Desc::Pipe(120835)));
         assert_eq!(c.in_fd.desc, Some(Desc::Other("UNIX-STREAM:[1->2]".into())));
+        let c = one(
+            "sendfile(4<anon_inode:[eventfd]>, 3</i>, [0], 100) = -1 EINVAL (Invalid argument)",
+        );
+        assert_eq!(c.out_fd.desc, Some(Desc::AnonInode("[eventfd]".into())));
     }
 
     #[test]
