@@ -1,6 +1,6 @@
 //! The daemon: attach, then read → decode → enrich → write until a signal or a closed output.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, os::fd::AsFd, time::Duration};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use sendfile_trace_common::{SendfileRecord, lost, names};
@@ -87,15 +87,12 @@ impl Pipeline {
                     .write(&EventsLost::new(WallClock::now_ns(), delta, name))?;
             }
         }
-        Ok(())
+        self.out.report_sink_losses(WallClock::now_ns())
     }
 }
 
 async fn run_async(cli: &Cli) -> Result<(), Error> {
-    let mut out = match &cli.output {
-        Some(path) => Output::file(path)?,
-        None => Output::stdout(),
-    };
+    let mut out = Output::from_cli(cli)?;
     let opts = LoadOptions {
         ring_buffer_size: cli.ring_buffer_size,
         tracer_tgid: std::process::id(),
@@ -115,6 +112,7 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
         .map_err(|e| Error::Load(one_line(&e)))?;
     let lost_map = PerCpuArray::try_from(take(&mut attached.ebpf, names::LOST)?)
         .map_err(|e| Error::Load(one_line(&e)))?;
+    out.metrics().watch_ring(ring.as_fd(), cli.ring_buffer_size);
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
     let mut ring =
@@ -204,17 +202,18 @@ async fn run_async(cli: &Cli) -> Result<(), Error> {
         .drain(&mut ring, usize::MAX)
         .and_then(|_| p.report_losses())
         .and_then(|()| {
-            let lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
+            let mut lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
                 .iter()
                 .copied()
                 .zip(p.lost_seen.iter().copied())
                 .collect();
+            lost_by_reason.insert("sink", p.out.sink_lost());
             let stop = TracerStop {
                 event_name: "tracer_stop",
                 timestamp: WallClock::now_ns(),
                 reason,
                 events: p.events,
-                lost: p.lost_seen.iter().sum(),
+                lost: lost_by_reason.values().sum(),
                 lost_by_reason,
                 schema_version: SCHEMA_VERSION,
             };
