@@ -416,7 +416,7 @@ pub fn ocsf(rec: Record<'_>) -> Value {
             "vendor_name": "sendfile-trace",
             "version": env!("CARGO_PKG_VERSION"),
         },
-        "profiles": ["host"],
+        "profiles": if matches!(rec, Record::Sendfile(_)) { json!(["host"]) } else { json!([]) },
         "event_code": rec.name(),
         "original_time": rfc3339(rec.timestamp()),
     });
@@ -537,10 +537,6 @@ pub fn ocsf(rec: Record<'_>) -> Value {
         }
         Record::Start(s) => {
             m.insert("message".into(), json!("sendfile-trace started"));
-            m.insert(
-                "device".into(),
-                json!({ "hostname": s.host_name, "type_id": 0 }),
-            );
             m.insert("unmapped".into(), json!({ "tracer": s }));
         }
         Record::Lost(l) => {

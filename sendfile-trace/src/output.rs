@@ -45,8 +45,6 @@ pub struct Output {
     closed: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    /// Sink drops already reported in-band.
-    sink_lost_reported: u64,
     /// The address the metrics endpoint listens on.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -56,6 +54,8 @@ struct SinkHandle {
     tx: Option<SyncSender<Arc<Line>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SinkStats>,
+    /// Drops already reported in-band.
+    reported: u64,
 }
 
 /// Result of a write: the reader went away (EPIPE) is not an error, it ends the tracer.
@@ -90,33 +90,6 @@ impl From<serde_json::Error> for WriteError {
 }
 
 impl Output {
-    /// Standard output in the tracee format (tests, benches).
-    pub fn stdout() -> Output {
-        Output::open(&Output::stdout_config()).expect("stdout always opens")
-    }
-
-    /// A file (created 0600, appended to, never through a symlink), tracee format.
-    pub fn file(path: &std::path::Path) -> Result<Output, Error> {
-        let mut cfg = Output::stdout_config();
-        cfg.sinks = vec![SinkSpec::File(path.to_owned())];
-        Output::open(&cfg)
-    }
-
-    fn stdout_config() -> OutputConfig {
-        OutputConfig {
-            sinks: vec![],
-            format: Some(Format::Tracee),
-            queue_size: 1 << 14,
-            sink: SinkOptions {
-                rotate_size: 0,
-                rotate_keep: 0,
-                facility: 3,
-                host_name: crate::system::host_name(),
-            },
-            metrics: None,
-        }
-    }
-
     /// The output the command line and config ask for.
     pub fn from_cli(cli: &crate::cli::Cli) -> Result<Output, Error> {
         Output::open(&OutputConfig {
@@ -180,6 +153,7 @@ impl Output {
                 tx: Some(tx),
                 thread: Some(thread),
                 stats,
+                reported: 0,
             });
         }
         let metrics_addr = match cfg.metrics {
@@ -195,7 +169,6 @@ impl Output {
             closed,
             stopping,
             metrics,
-            sink_lost_reported: 0,
             metrics_addr,
         })
     }
@@ -251,14 +224,19 @@ impl Output {
         self.sinks.iter().map(|s| s.stats.dropped.get()).sum()
     }
 
-    /// Writes an `events_lost` record with reason `sink` for drops not reported yet.
+    /// Writes one `events_lost` record with reason `sink` per output that dropped records since
+    /// the last report.
     pub fn report_sink_losses(&mut self, now_ns: u64) -> WriteResult {
-        let total = self.sink_lost();
-        if total > self.sink_lost_reported {
-            let delta = total - self.sink_lost_reported;
-            self.sink_lost_reported = total;
-            // Counted in the metrics as it passes through `write`.
-            self.write(&EventsLost::new(now_ns, delta, "sink"))?;
+        for i in 0..self.sinks.len() {
+            let s = &mut self.sinks[i];
+            let total = s.stats.dropped.get();
+            if total > s.reported {
+                let mut lost = EventsLost::new(now_ns, total - s.reported, "sink");
+                lost.sink = Some(s.name.clone());
+                s.reported = total;
+                // Counted in the metrics as it passes through `write`.
+                self.write(&lost)?;
+            }
         }
         Ok(())
     }

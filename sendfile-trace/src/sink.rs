@@ -440,7 +440,7 @@ pub struct Hangup(pub Arc<AtomicBool>);
 /// Counts errors without flooding stderr: the first, then one in a thousand.
 fn log_error(name: &str, stats: &SinkStats, e: &io::Error) {
     let n = stats.errors.inc();
-    if n == 0 || n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         log::warn!(
             "output {name}: {e} ({} errors so far; records are dropped and counted)",
             n + 1

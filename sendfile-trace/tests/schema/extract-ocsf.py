@@ -1,5 +1,7 @@
+# Extracts the facts tests/siem.rs checks OCSF output against from a clone of
+# https://github.com/ocsf/ocsf-schema: python3 extract-ocsf.py CLONE > ocsf-1.2.0.json
 import json, subprocess, sys
-REPO='/work/.mirror/ocsf+ocsf-schema/repo'; REF='refs/tags/v1.2.0'
+REPO=sys.argv[1] if len(sys.argv) > 1 else '.'; REF='refs/tags/v1.2.0'
 def show(p):
     return json.loads(subprocess.check_output(['git','-C',REPO,'show',f'{REF}:{p}']))
 def merge_attrs(d, base_dir):
@@ -48,7 +50,12 @@ for name,cat in [('base_event',None),('file_activity','system'),('network_activi
         if 'enum' in v: a['enum']=sorted(int(x) for x in v['enum'])
         elif 'enum' in dic.get(k,{}): a['enum']=sorted(int(x) for x in dic[k]['enum'])
         attrs[k]=a
-    out['classes'][name]={'class_uid':catuid*1000+r['uid'],'category_uid':catuid,'attributes':attrs}
+    cu=catuid*1000+r['uid']
+    # Derived uids, as the OCSF server compiles them for each class.
+    attrs['category_uid']['enum']=[catuid]
+    attrs['class_uid']['enum']=[cu]
+    attrs['type_uid']['enum']=[cu*100+a for a in attrs['activity_id']['enum']]
+    out['classes'][name]={'class_uid':cu,'category_uid':catuid,'attributes':attrs}
 for obj in ['process','device','metadata','product','file','network_endpoint','network_connection_info','actor','user','container','os']:
     r=resolved('objects',obj)
     out['objects'][obj]={k:dict({'requirement':v.get('requirement','optional'),'type':dic.get(k,{}).get('type')}, **({'profile':v['profile']} if 'profile' in v else {})) for k,v in r['attributes'].items()}
