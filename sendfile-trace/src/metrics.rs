@@ -120,6 +120,12 @@ impl Metrics {
             "ring buffer used / size",
             m.ring_fill.clone(),
         );
+        // Every reason shows from the start, at 0, so that dashboards and alerts see the series.
+        for reason in sendfile_trace_common::lost::NAMES.iter().chain(&["sink"]) {
+            let _ = m
+                .lost
+                .get_or_create(&vec![("reason", (*reason).to_owned())]);
+        }
         Metrics { registry, ..m }
     }
 
@@ -150,7 +156,6 @@ impl Metrics {
             queued: self.queue_length.get_or_create(&l).clone(),
         });
         self.queue_capacity.get_or_create(&l).set(capacity as i64);
-        let _ = self.lost.get_or_create(&vec![("reason", "sink".into())]);
         self.sinks.lock().unwrap_or_else(|p| p.into_inner()).push((
             name.to_owned(),
             stats.clone(),
@@ -295,6 +300,7 @@ mod tests {
             "sendfile_trace_events_total{hook=\"tracepoint\",outcome=\"failure\"} 1",
             "sendfile_trace_events_lost_total{reason=\"ring_buffer_full\"} 3",
             "sendfile_trace_events_lost_total{reason=\"sink\"} 0",
+            "sendfile_trace_events_lost_total{reason=\"missed_exit\"} 0",
             "sendfile_trace_sink_errors_total{sink=\"syslog+tcp://127.0.0.1:1\"} 1",
             "sendfile_trace_queue_fill_ratio{sink=\"syslog+tcp://127.0.0.1:1\"} 0.1",
             "sendfile_trace_ring_buffer_fill_ratio",

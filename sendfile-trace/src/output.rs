@@ -118,10 +118,9 @@ impl Output {
             cfg.sinks.clone()
         };
         let hangup = Hangup(Arc::new(AtomicBool::new(false)));
-        if specs.iter().any(|s| matches!(s, SinkSpec::File(_))) {
-            signal_hook::flag::register(libc::SIGHUP, hangup.0.clone())
-                .map_err(|e| Error::Runtime(format!("cannot handle SIGHUP: {e}")))?;
-        }
+        // Always handled, so that a reload never kills a tracer that has no file to reopen.
+        signal_hook::flag::register(libc::SIGHUP, hangup.0.clone())
+            .map_err(|e| Error::Runtime(format!("cannot handle SIGHUP: {e}")))?;
         let mut sinks = Vec::new();
         for spec in &specs {
             let sink = sink::open(spec, &cfg.sink).map_err(|source| match spec {
