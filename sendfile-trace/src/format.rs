@@ -243,16 +243,10 @@ fn sendfile_details(e: &SendfileEvent<'_>) -> Value {
         "in_fd": e.in_fd.fd,
         "out_fd_type": fd_type(&e.out_fd),
         "in_fd_type": fd_type(&e.in_fd),
-        "offset_ptr": match e.args[2].value {
-            crate::event::ArgValue::U64(v) => v,
-            crate::event::ArgValue::Int(v) => v as u64,
-        },
+        "offset_ptr": e.args[2].value_u64(),
         "offset_before": e.offset_value,
         "offset_after": e.offset_after,
-        "count": match e.args[3].value {
-            crate::event::ArgValue::U64(v) => v,
-            crate::event::ArgValue::Int(v) => v as u64,
-        },
+        "count": e.args[3].value_u64(),
         "return_value": e.return_value,
         "bytes": (e.return_value >= 0).then_some(e.return_value),
         "compat": e.context_flags.is_compat,

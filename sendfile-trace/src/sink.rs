@@ -278,7 +278,12 @@ impl Sink for RotatingFile {
     fn write(&mut self, line: &Line) -> io::Result<()> {
         let len = line.bytes.len() as u64 + 1;
         if self.rotate_size > 0 && self.size > 0 && self.size + len > self.rotate_size {
-            self.rotate()?;
+            // logrotate's copytruncate may have emptied the file behind our back: ask first.
+            self.w.flush()?;
+            self.size = self.w.get_ref().metadata()?.size();
+            if self.size > 0 && self.size + len > self.rotate_size {
+                self.rotate()?;
+            }
         }
         self.w.write_all(&line.bytes)?;
         self.w.write_all(b"\n")?;
@@ -600,6 +605,16 @@ mod tests {
         }
         f.flush().unwrap();
         let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(len(&path), 80);
+        // copytruncate: the file emptied under us is written from its new end, not rotated.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.write(&line(39)).unwrap();
+        f.write(&line(39)).unwrap();
+        f.flush().unwrap();
         assert_eq!(len(&path), 80);
         assert_eq!(len(&dir.path().join("events.jsonl.1")), 80);
         assert_eq!(len(&dir.path().join("events.jsonl.2")), 80);
