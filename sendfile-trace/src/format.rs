@@ -904,6 +904,59 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ipv6_and_unix_sockets_map_too() {
+        let mut e = socket_event("web-1");
+        e.out_fd.kind = FdKind::Socket(SocketInfo {
+            family: "AF_INET6".into(),
+            protocol: "TCP".into(),
+            inode: 1,
+            local: Some(Endpoint::Inet {
+                ip: "::1".into(),
+                port: 8080,
+            }),
+            remote: Some(Endpoint::Inet {
+                ip: "2001:db8::7".into(),
+                port: 40000,
+            }),
+        });
+        let v = ecs(e.as_record());
+        assert_eq!(v["network"]["type"], "ipv6");
+        assert_eq!(v["destination"]["ip"], "2001:db8::7");
+        let t = text(e.as_record());
+        assert!(
+            t.contains("sendfile(29<TCPv6:[::1]:8080->[2001:db8::7]:40000>, "),
+            "{t}"
+        );
+
+        e.out_fd.kind = FdKind::Socket(SocketInfo {
+            family: "AF_UNIX".into(),
+            protocol: "STREAM".into(),
+            inode: 2,
+            local: None,
+            remote: Some(Endpoint::Unix {
+                path: "/run/app.sock".into(),
+                path_hex: None,
+            }),
+        });
+        let v = ecs(e.as_record());
+        assert_eq!(v["destination"]["address"], "/run/app.sock");
+        assert!(v.get("network").is_none() && v.get("source").is_none());
+        let v = ocsf(e.as_record());
+        assert_eq!(v["class_uid"], 4001);
+        assert_eq!(v["dst_endpoint"], json!({"name": "/run/app.sock"}));
+        assert_eq!(v["src_endpoint"], json!({}));
+        let t = text(e.as_record());
+        assert!(
+            t.contains("sendfile(29<UNIX-STREAM:[?->/run/app.sock]>, "),
+            "{t}"
+        );
+
+        e.out_fd.kind = FdKind::Pipe { inode: 4242 };
+        assert!(text(e.as_record()).contains("sendfile(29<pipe:[4242]>, "));
+        assert_eq!(ocsf(e.as_record())["class_uid"], 1001);
+    }
+
+    #[test]
     fn lifecycle_records_render_in_every_format() {
         let lost = EventsLost::new(1_795_322_042_051_880_948, 12, "sink");
         for f in [Format::Tracee, Format::Ecs, Format::Ocsf, Format::Text] {
