@@ -616,17 +616,37 @@ fn syslog_reaches_a_real_rsyslogd_over_unix_udp_and_tcp() {
     let tracer_pid = json_lines(sent[0])[0]["processId"].to_string();
     let host = host_name();
     for input in ["imuxsock", "imudp", "imtcp"] {
+        let last = *sent.last().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while rsyslog.stored(input).len() < sent.len() && Instant::now() < deadline {
+        while !rsyslog.stored(input).iter().any(|s| s[5] == last) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         let stored = rsyslog.stored(input);
         let msgs: Vec<&str> = stored.iter().map(|s| s[5].as_str()).collect();
+        // The tracer sees the whole host, and other processes may flood it while this runs
+        // (a UDP receiver may then drop): our workload's records and the frame must all be
+        // there, in order, and everything stored must be exactly something that was sent.
+        let ours = |m: &&&str| {
+            let v: Value = serde_json::from_str(m).unwrap();
+            v["processId"] == pid
+                || v["eventName"] == "tracer_stop"
+                || v["eventName"] == "tracer_start"
+        };
         assert_eq!(
-            msgs, sent,
-            "{input}: rsyslogd stored exactly what was sent, in order"
+            msgs.iter().filter(ours).collect::<Vec<_>>(),
+            sent.iter().filter(ours).collect::<Vec<_>>(),
+            "{input}: rsyslogd stored what was sent, in order"
         );
-        for (s, line) in stored.iter().zip(&sent) {
+        let sent_set: std::collections::HashSet<&str> = sent.iter().copied().collect();
+        assert!(
+            msgs.iter().all(|m| sent_set.contains(m)),
+            "{input}: stored messages are exactly sent ones"
+        );
+        if msgs.len() == sent.len() {
+            assert_eq!(msgs, sent, "{input}: the whole stream, in order");
+        }
+        for s in &stored {
+            let line = &s[5];
             let v: Value = serde_json::from_str(line).unwrap();
             let failed = v["eventName"] == "sendfile" && !v["errno"].is_null();
             let severity = match v["eventName"].as_str().unwrap() {
@@ -812,7 +832,19 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
     );
     let one = dir.path().join("events.json.1");
     let two = dir.path().join("events.json.2");
-    run.wait("two rotations", |_| two.exists());
+    // Wait for the writes to settle: all three files there, sizes unchanged for 300 ms (a
+    // rotation in progress briefly has no FILE).
+    let sizes = || {
+        [&file, &one, &two]
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).ok())
+            .collect::<Option<Vec<u64>>>()
+    };
+    run.wait("two rotations, settled", |_| {
+        let a = sizes();
+        std::thread::sleep(Duration::from_millis(300));
+        a.is_some() && a == sizes()
+    });
     for p in [&file, &one, &two] {
         let m = std::fs::metadata(p).unwrap();
         assert!(m.len() <= 8192, "{} is {} bytes", p.display(), m.len());
