@@ -364,11 +364,11 @@ pub fn ecs(rec: Record<'_>) -> Value {
             put(&mut o, "event.category", json!(["host"]));
             put(&mut o, "event.type", json!(["info"]));
             put(&mut o, "event.reason", json!(l.reason));
-            put(
-                &mut o,
-                "sendfile",
-                json!({ "lost": l.lost, "reason": l.reason }),
-            );
+            let mut lost = json!({ "lost": l.lost, "reason": l.reason });
+            if let Some(sink) = &l.sink {
+                lost["sink"] = json!(sink);
+            }
+            put(&mut o, "sendfile", lost);
         }
         Record::Stop(s) => {
             put(&mut o, "event.kind", json!("event"));
@@ -665,7 +665,15 @@ pub fn text(rec: Record<'_>) -> String {
             s.ring_buffer_bytes,
             s.version
         ),
-        Record::Lost(l) => format!("{t} --- events_lost {} ({}) ---", l.lost, l.reason),
+        Record::Lost(l) => match &l.sink {
+            Some(sink) => format!(
+                "{t} --- events_lost {} ({} {}) ---",
+                l.lost,
+                l.reason,
+                escape_text(sink)
+            ),
+            None => format!("{t} --- events_lost {} ({}) ---", l.lost, l.reason),
+        },
         Record::Stop(s) => format!(
             "{t} +++ tracer_stop {}: {} events, {} lost +++",
             s.reason, s.events, s.lost
@@ -958,13 +966,14 @@ pub(crate) mod tests {
 
     #[test]
     fn lifecycle_records_render_in_every_format() {
-        let lost = EventsLost::new(1_795_322_042_051_880_948, 12, "sink");
+        let mut lost = EventsLost::new(1_795_322_042_051_880_948, 12, "sink");
+        lost.sink = Some("syslog+tcp://10.1.1.1:514".into());
         for f in [Format::Tracee, Format::Ecs, Format::Ocsf, Format::Text] {
             let s = line(f, lost.as_record());
             if f != Format::Text {
                 let _: Value = serde_json::from_str(&s).unwrap();
             }
-            assert!(s.contains("sink"), "{f:?}: {s}");
+            assert!(s.contains("syslog+tcp://10.1.1.1:514"), "{f:?}: {s}");
         }
     }
 }
