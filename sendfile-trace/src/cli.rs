@@ -1,8 +1,10 @@
 //! Command-line interface (clap derive).
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{format::Format, sink::SinkSpec};
 
 use crate::filter::{self, FilterSet, OutType, parse_comm, parse_min_bytes, parse_pid, parse_uid};
 
@@ -19,18 +21,54 @@ pub enum HookChoice {
     Tracepoint,
 }
 
-/// Trace every sendfile(2) on this host and write one JSON event per call (JSON Lines).
+/// Trace every sendfile(2) on this host and write one event per call (JSON Lines, ECS, OCSF or
+/// text) to stdout, files or syslog.
+///
+/// Every option can also be set in a TOML file given with --config, under its long name
+/// (`ring-buffer-size = "8M"`, `output = ["-", "syslog:///dev/log"]`); the command line
+/// overrides the environment, which overrides the file.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Read options from this TOML file (keys are the long option names).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Kernel hook: auto tries kprobe, then fentry, then tracepoint.
     #[arg(long, value_enum, default_value_t = HookChoice::Auto, env = "SENDFILE_TRACE_HOOK")]
     pub hook: HookChoice,
 
-    /// Write events to FILE (created mode 0600, appended to, never through a symlink) instead of
-    /// stdout.
-    #[arg(long, short, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Where events go, repeatable: `-` (stdout, the default), a FILE (created mode 0600,
+    /// appended to, never through a symlink), `syslog:///dev/log`, `syslog+udp://HOST:PORT` or
+    /// `syslog+tcp://HOST:PORT` (RFC 5424; RFC 6587 octet counting on TCP).
+    #[arg(long, short, value_name = "SINK")]
+    pub output: Vec<SinkSpec>,
+
+    /// Event format [default: text on a terminal, tracee otherwise].
+    #[arg(long, short, value_enum)]
+    pub format: Option<Format>,
+
+    /// Rotate file outputs when they would grow past BYTES (K, M, G accepted; 0 never).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub rotate_size: u64,
+
+    /// Rotated files to keep (FILE.1 … FILE.N) with --rotate-size.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rotate_keep: u32,
+
+    /// Records each output may queue before it drops them (counted, reported as events_lost
+    /// with reason "sink").
+    #[arg(long, value_name = "RECORDS", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub queue_size: u32,
+
+    /// Syslog facility of syslog outputs.
+    #[arg(long, value_enum, value_name = "FACILITY", default_value_t = Facility::Daemon)]
+    pub syslog_facility: Facility,
+
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9469) at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 
     /// Ring buffer size: a power of two, at least 4096 (suffixes K, M, G accepted).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
@@ -77,6 +115,103 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Helper commands (not tracing).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a shell completion script or the man page to stdout.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+/// What `generate` writes.
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// A completion script for SHELL.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff).
+    Man,
+}
+
+/// Syslog facilities (RFC 5424 numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[allow(missing_docs)]
+pub enum Facility {
+    Kern,
+    User,
+    Mail,
+    Daemon,
+    Auth,
+    Syslog,
+    Lpr,
+    News,
+    Uucp,
+    Cron,
+    Authpriv,
+    Ftp,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// The facility's number.
+    pub fn number(self) -> u8 {
+        match self {
+            Facility::Kern => 0,
+            Facility::User => 1,
+            Facility::Mail => 2,
+            Facility::Daemon => 3,
+            Facility::Auth => 4,
+            Facility::Syslog => 5,
+            Facility::Lpr => 6,
+            Facility::News => 7,
+            Facility::Uucp => 8,
+            Facility::Cron => 9,
+            Facility::Authpriv => 10,
+            Facility::Ftp => 11,
+            Facility::Local0 => 16,
+            Facility::Local1 => 17,
+            Facility::Local2 => 18,
+            Facility::Local3 => 19,
+            Facility::Local4 => 20,
+            Facility::Local5 => 21,
+            Facility::Local6 => 22,
+            Facility::Local7 => 23,
+        }
+    }
+}
+
+/// Parses a byte size such as `1048576`, `512K`, `100M` or `2G`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))
 }
 
 /// Help heading of the filter flags.
@@ -162,6 +297,9 @@ mod tests {
         assert!(parse_ring_size("12K").unwrap_err().contains("power of two"));
         assert!(parse_ring_size("4X").unwrap_err().contains("not a size"));
         assert!(parse_ring_size("8G").unwrap_err().contains("too large"));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("1T").unwrap_err().contains("not a size"));
     }
 
     #[test]

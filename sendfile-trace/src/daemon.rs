@@ -2,6 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    os::fd::AsFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -182,15 +183,12 @@ impl Pipeline {
                     .write(&EventsLost::new(WallClock::now_ns(), delta, name))?;
             }
         }
-        Ok(())
+        self.out.report_sink_losses(WallClock::now_ns())
     }
 }
 
 async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
-    let mut out = match &cli.output {
-        Some(path) => Output::file(path)?,
-        None => Output::stdout(),
-    };
+    let mut out = Output::from_cli(cli)?;
     let opts = LoadOptions {
         ring_buffer_size: cli.ring_buffer_size,
         tracer_tgid: std::process::id(),
@@ -213,6 +211,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         .map_err(|e| Error::Load(one_line(&e)))?;
     let proc_cache = BpfHashMap::try_from(take(&mut attached.ebpf, names::PROC_CACHE)?)
         .map_err(|e| Error::Load(one_line(&e)))?;
+    out.metrics().watch_ring(ring.as_fd(), cli.ring_buffer_size);
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
     let mut ring =
@@ -314,17 +313,18 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         .drain(&mut ring, usize::MAX)
         .and_then(|_| p.report_losses())
         .and_then(|()| {
-            let lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
+            let mut lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
                 .iter()
                 .copied()
                 .zip(p.lost_seen.iter().copied())
                 .collect();
+            lost_by_reason.insert("sink", p.out.sink_lost());
             let stop = TracerStop {
                 event_name: "tracer_stop",
                 timestamp: WallClock::now_ns(),
                 reason,
                 events: p.events,
-                lost: p.lost_seen.iter().sum(),
+                lost: lost_by_reason.values().sum(),
                 lost_by_reason,
                 incomplete: p.incomplete,
                 schema_version: SCHEMA_VERSION,

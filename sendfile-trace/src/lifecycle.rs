@@ -51,8 +51,12 @@ pub struct EventsLost {
     pub timestamp: u64,
     /// Events lost since the previous report, for this reason.
     pub lost: u64,
-    /// Why: `ring_buffer_full`, `in_flight_full` or `missed_exit`.
+    /// Why: `ring_buffer_full`, `in_flight_full`, `missed_exit`, or `sink` (an output's queue
+    /// was full or its write failed).
     pub reason: &'static str,
+    /// With reason `sink`: which output dropped them (as given to `--output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
     /// Contract version.
     pub schema_version: u32,
 }
@@ -88,6 +92,7 @@ impl EventsLost {
             timestamp,
             lost,
             reason,
+            sink: None,
             schema_version: SCHEMA_VERSION,
         }
     }

@@ -1,12 +1,32 @@
-//! `sendfile-trace`: trace every sendfile(2) on this host and write one JSON event per call.
+//! `sendfile-trace`: trace every sendfile(2) on this host and write one event per call.
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
-use sendfile_trace::{cli::Cli, daemon};
+use clap::CommandFactory;
+use sendfile_trace::{
+    cli::{Cli, Command},
+    config::{self, Parsed},
+    daemon, docs,
+};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match config::parse_from(std::env::args_os()) {
+        Parsed::Cli(c) => c,
+        Parsed::Clap(e) => e.exit(),
+        Parsed::Config(e) => {
+            eprintln!("sendfile-trace: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Generate { what }) = &cli.command {
+        return match docs::generate(what, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sendfile-trace: error: cannot write: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filters = match cli.filters() {
         Ok(f) => f,
         Err(msg) => Cli::command()

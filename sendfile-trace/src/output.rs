@@ -1,19 +1,61 @@
-//! Where events go: stdout or a file, as JSON Lines, buffered and flushed per batch.
+//! Where events go: every record is rendered once in the chosen [`Format`] and handed to each
+//! sink's bounded queue (see [`crate::sink`]); the ring-buffer reader never blocks on a sink.
 
 use std::{
-    fs::OpenOptions,
-    io::{self, BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::Path,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use crate::{
+    error::Error,
+    format::{AsRecord, Format, Record},
+    lifecycle::EventsLost,
+    metrics::Metrics,
+    sink::{self, Hangup, Line, SinkOptions, SinkSpec, SinkStats},
+};
 
-use crate::error::Error;
+/// How the output is set up (from the command line and the config file).
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    /// The sinks; empty means stdout.
+    pub sinks: Vec<SinkSpec>,
+    /// The format; `None` picks `text` on a terminal, `tracee` otherwise.
+    pub format: Option<Format>,
+    /// Records each sink's queue holds before it drops.
+    pub queue_size: usize,
+    /// File rotation and syslog settings.
+    pub sink: SinkOptions,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+}
 
-/// A JSON Lines writer.
+/// The sinks of a running tracer, fed through bounded queues.
 pub struct Output {
-    w: BufWriter<Box<dyn Write>>,
+    format: Format,
+    sinks: Vec<SinkHandle>,
+    buf: Vec<u8>,
+    /// Set when stdout's reader went away (EPIPE): the tracer stops.
+    closed: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// The address the metrics endpoint listens on.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+struct SinkHandle {
+    name: String,
+    tx: Option<SyncSender<Arc<Line>>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<SinkStats>,
+    /// Drops already reported in-band.
+    reported: u64,
 }
 
 /// Result of a write: the reader went away (EPIPE) is not an error, it ends the tracer.
@@ -48,43 +90,184 @@ impl From<serde_json::Error> for WriteError {
 }
 
 impl Output {
-    /// Standard output.
-    pub fn stdout() -> Output {
-        Output::new(Box::new(io::stdout()))
+    /// The output the command line and config ask for.
+    pub fn from_cli(cli: &crate::cli::Cli) -> Result<Output, Error> {
+        Output::open(&OutputConfig {
+            sinks: cli.output.clone(),
+            format: cli.format,
+            queue_size: cli.queue_size as usize,
+            sink: SinkOptions {
+                rotate_size: cli.rotate_size,
+                rotate_keep: cli.rotate_keep,
+                facility: cli.syslog_facility.number(),
+                host_name: crate::system::host_name(),
+            },
+            metrics: cli.metrics,
+        })
     }
 
-    /// A file, created mode 0600 if missing, appended to; a symlink at `path` is refused.
-    pub fn file(path: &Path) -> Result<Output, Error> {
-        let f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|source| Error::OutputOpen {
-                path: path.to_owned(),
-                source,
+    /// Opens every sink (a file that cannot be opened fails now), starts their threads and the
+    /// metrics endpoint.
+    pub fn open(cfg: &OutputConfig) -> Result<Output, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let closed = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let specs = if cfg.sinks.is_empty() {
+            vec![SinkSpec::Stdout]
+        } else {
+            cfg.sinks.clone()
+        };
+        let hangup = Hangup(Arc::new(AtomicBool::new(false)));
+        // Always handled, so that a reload never kills a tracer that has no file to reopen.
+        signal_hook::flag::register(libc::SIGHUP, hangup.0.clone())
+            .map_err(|e| Error::Runtime(format!("cannot handle SIGHUP: {e}")))?;
+        let mut sinks = Vec::new();
+        for spec in &specs {
+            let sink = sink::open(spec, &cfg.sink).map_err(|source| match spec {
+                SinkSpec::File(path) => Error::OutputOpen {
+                    path: path.clone(),
+                    source,
+                },
+                _ => Error::Runtime(format!("cannot open output {spec}: {source}")),
             })?;
-        Ok(Output::new(Box::new(f)))
+            let name = spec.to_string();
+            let capacity = cfg.queue_size.max(1);
+            let stats = metrics.sink(&name, capacity);
+            let (tx, rx) = sync_channel(capacity);
+            let hup = matches!(spec, SinkSpec::File(_)).then(|| hangup.clone());
+            let thread = {
+                let (name, stats, closed, stopping) = (
+                    name.clone(),
+                    stats.clone(),
+                    closed.clone(),
+                    stopping.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("sink {name}"))
+                    .spawn(move || sink::run(name, sink, rx, stats, hup, closed, stopping))
+                    .map_err(|e| Error::Runtime(format!("cannot start a sink thread: {e}")))?
+            };
+            sinks.push(SinkHandle {
+                name,
+                tx: Some(tx),
+                thread: Some(thread),
+                stats,
+                reported: 0,
+            });
+        }
+        let metrics_addr = match cfg.metrics {
+            Some(addr) => {
+                Some(crate::metrics::serve(addr, metrics.clone()).map_err(Error::Runtime)?)
+            }
+            None => None,
+        };
+        Ok(Output {
+            format: cfg.format.unwrap_or_else(Format::default_for_stdout),
+            sinks,
+            buf: Vec::with_capacity(4096),
+            closed,
+            stopping,
+            metrics,
+            metrics_addr,
+        })
     }
 
-    /// Any writer (tests, benches).
-    pub fn new(w: Box<dyn Write>) -> Output {
-        Output {
-            w: BufWriter::with_capacity(1 << 16, w),
+    /// The metrics this output feeds (the daemon adds the ring buffer's fill).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Queues one record for every sink; a full queue drops it there and counts the drop.
+    pub fn write<T: AsRecord + ?Sized>(&mut self, record: &T) -> WriteResult {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(WriteError::Closed);
+        }
+        let rec = record.as_record();
+        match rec {
+            Record::Sendfile(e) => self.metrics.event(e.hook, e.errno.is_some()),
+            Record::Lost(l) => self.metrics.lost(l.reason, l.lost),
+            _ => {}
+        }
+        self.buf.clear();
+        self.format.render(rec, &mut self.buf)?;
+        let line = Arc::new(Line {
+            bytes: self.buf.as_slice().into(),
+            name: rec.name(),
+            severity: rec.severity(),
+            timestamp: rec.timestamp(),
+        });
+        for s in &self.sinks {
+            let Some(tx) = &s.tx else { continue };
+            s.stats.queued.inc();
+            match tx.try_send(line.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    s.stats.queued.dec();
+                    s.stats.dropped.inc();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing to push (each sink flushes when its queue runs dry); reports a closed stdout.
+    pub fn flush(&mut self) -> WriteResult {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(WriteError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Records dropped by sinks so far, all sinks together.
+    pub fn sink_lost(&self) -> u64 {
+        self.sinks.iter().map(|s| s.stats.dropped.get()).sum()
+    }
+
+    /// Writes one `events_lost` record with reason `sink` per output that dropped records since
+    /// the last report.
+    pub fn report_sink_losses(&mut self, now_ns: u64) -> WriteResult {
+        for i in 0..self.sinks.len() {
+            let s = &mut self.sinks[i];
+            let total = s.stats.dropped.get();
+            if total > s.reported {
+                let mut lost = EventsLost::new(now_ns, total - s.reported, "sink");
+                lost.sink = Some(s.name.clone());
+                s.reported = total;
+                // Counted in the metrics as it passes through `write`.
+                self.write(&lost)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the queues and waits (at most `timeout`) for every sink to write what it holds.
+    pub fn close(&mut self, timeout: Duration) {
+        for s in &mut self.sinks {
+            s.tx = None;
+        }
+        // A sink that cannot write now (TCP backing off) gives up what it holds, counted.
+        self.stopping.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        for s in &mut self.sinks {
+            let Some(t) = s.thread.take() else { continue };
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!(
+                    "output {}: {} records not written within {timeout:?} of stopping",
+                    s.name,
+                    s.stats.queued.get()
+                );
+            }
         }
     }
+}
 
-    /// Writes one record as one line of JSON.
-    pub fn write<T: Serialize>(&mut self, record: &T) -> WriteResult {
-        serde_json::to_writer(&mut self.w, record)?;
-        self.w.write_all(b"\n")?;
-        Ok(())
-    }
-
-    /// Pushes buffered lines to the sink.
-    pub fn flush(&mut self) -> WriteResult {
-        self.w.flush()?;
-        Ok(())
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.close(Duration::from_secs(5));
     }
 }

@@ -15,8 +15,9 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Static targets for guest binaries and the 32-bit (compat) workload.
 pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
-/// Debian packages the build and the tests need.
-const APT_PACKAGES: [&str; 8] = [
+/// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
+/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
+const APT_PACKAGES: [&str; 11] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -27,6 +28,9 @@ const APT_PACKAGES: [&str; 8] = [
     "nginx",
     "musl-tools",
     "gcc-multilib",
+    "rsyslog",
+    "systemd",
+    "util-linux",
 ];
 
 /// Runs a command, failing with its name if it cannot start or exits non-zero.

@@ -1,0 +1,311 @@
+//! `--metrics ADDR`: Prometheus text exposition over HTTP (`GET /metrics`).
+//!
+//! Events by hook and outcome, losses by reason, ring buffer fill (read from the ring's own
+//! producer and consumer positions), queue fill, drops and errors of each sink.
+
+use std::{
+    net::SocketAddr,
+    os::fd::{AsRawFd, BorrowedFd},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::sink::SinkStats;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the tracer exports.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Labels, Counter>,
+    lost: Family<Labels, Counter>,
+    sink_errors: Family<Labels, Counter>,
+    sink_dropped: Family<Labels, Counter>,
+    queue_length: Family<Labels, Gauge>,
+    queue_capacity: Family<Labels, Gauge>,
+    queue_fill: Family<Labels, Gauge<f64, AtomicU64>>,
+    ring_size: Gauge,
+    ring_used: Gauge,
+    ring_fill: Gauge<f64, AtomicU64>,
+    ring: Mutex<Option<RingView>>,
+    sinks: Mutex<Vec<(String, Arc<SinkStats>, usize)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family declared.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sendfile_trace");
+        let m = Metrics {
+            events: Family::default(),
+            lost: Family::default(),
+            sink_errors: Family::default(),
+            sink_dropped: Family::default(),
+            queue_length: Family::default(),
+            queue_capacity: Family::default(),
+            queue_fill: Family::default(),
+            ring_size: Gauge::default(),
+            ring_used: Gauge::default(),
+            ring_fill: Gauge::default(),
+            ring: Mutex::new(None),
+            sinks: Mutex::new(Vec::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events",
+            "sendfile events written, by hook and outcome",
+            m.events.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "events lost, by reason (ring_buffer_full, in_flight_full, missed_exit, sink)",
+            m.lost.clone(),
+        );
+        registry.register(
+            "sink_errors",
+            "write or connection errors, by sink",
+            m.sink_errors.clone(),
+        );
+        registry.register(
+            "sink_dropped",
+            "records dropped by a sink (queue full or failed write), by sink",
+            m.sink_dropped.clone(),
+        );
+        registry.register(
+            "queue_length",
+            "records waiting in a sink's queue",
+            m.queue_length.clone(),
+        );
+        registry.register(
+            "queue_capacity",
+            "capacity of a sink's queue, records",
+            m.queue_capacity.clone(),
+        );
+        registry.register(
+            "queue_fill_ratio",
+            "queue length / capacity, by sink",
+            m.queue_fill.clone(),
+        );
+        registry.register(
+            "ring_buffer_size_bytes",
+            "size of the kernel ring buffer",
+            m.ring_size.clone(),
+        );
+        registry.register(
+            "ring_buffer_used_bytes",
+            "bytes committed to the ring buffer and not read yet",
+            m.ring_used.clone(),
+        );
+        registry.register(
+            "ring_buffer_fill_ratio",
+            "ring buffer used / size",
+            m.ring_fill.clone(),
+        );
+        // Every reason shows from the start, at 0, so that dashboards and alerts see the series.
+        for reason in sendfile_trace_common::lost::NAMES.iter().chain(&["sink"]) {
+            let _ = m
+                .lost
+                .get_or_create(&vec![("reason", (*reason).to_owned())]);
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one sendfile event.
+    pub fn event(&self, hook: &str, failed: bool) {
+        let outcome = if failed { "failure" } else { "success" };
+        self.events
+            .get_or_create(&vec![
+                ("hook", hook.to_owned()),
+                ("outcome", outcome.into()),
+            ])
+            .inc();
+    }
+
+    /// Counts lost events.
+    pub fn lost(&self, reason: &str, n: u64) {
+        self.lost
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc_by(n);
+    }
+
+    /// The counters of a new sink (shared with its thread).
+    pub fn sink(&self, name: &str, capacity: usize) -> Arc<SinkStats> {
+        let l = vec![("sink", name.to_owned())];
+        let stats = Arc::new(SinkStats {
+            dropped: self.sink_dropped.get_or_create(&l).clone(),
+            errors: self.sink_errors.get_or_create(&l).clone(),
+            queued: self.queue_length.get_or_create(&l).clone(),
+        });
+        self.queue_capacity.get_or_create(&l).set(capacity as i64);
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner()).push((
+            name.to_owned(),
+            stats.clone(),
+            capacity,
+        ));
+        stats
+    }
+
+    /// Watches the ring buffer's fill from now on (maps its position pages read-only).
+    pub fn watch_ring(&self, fd: BorrowedFd<'_>, size: u32) {
+        self.ring_size.set(i64::from(size));
+        match RingView::map(fd, size) {
+            Ok(v) => *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Some(v),
+            Err(e) => log::warn!("metrics: cannot map the ring buffer positions: {e}"),
+        }
+    }
+
+    /// The exposition text, gauges sampled now.
+    pub fn render(&self) -> String {
+        if let Some(r) = &*self.ring.lock().unwrap_or_else(|p| p.into_inner()) {
+            let used = r.used();
+            self.ring_used.set(used as i64);
+            self.ring_fill.set(used as f64 / f64::from(r.size));
+        }
+        for (name, stats, cap) in &*self.sinks.lock().unwrap_or_else(|p| p.into_inner()) {
+            let len = stats.queued.get().max(0);
+            self.queue_fill
+                .get_or_create(&vec![("sink", name.clone())])
+                .set(len as f64 / (*cap).max(1) as f64);
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            log::warn!("metrics: cannot encode: {e}");
+        }
+        out
+    }
+}
+
+/// The ring buffer's consumer and producer positions, mapped read-only.
+struct RingView {
+    consumer: *const AtomicU64,
+    producer: *const AtomicU64,
+    size: u32,
+}
+
+// SAFETY: the pointers are to shared kernel pages mapped for the life of the process and only
+// read through atomics.
+unsafe impl Send for RingView {}
+// SAFETY: as above.
+unsafe impl Sync for RingView {}
+
+impl RingView {
+    fn map(fd: BorrowedFd<'_>, size: u32) -> std::io::Result<RingView> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let map = |offset: usize| {
+            // SAFETY: a fresh shared read-only mapping of one page of the ring buffer map, whose
+            // layout the kernel defines: the consumer position page at 0, the producer's next.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    offset as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(p as *const AtomicU64)
+            }
+        };
+        Ok(RingView {
+            consumer: map(0)?,
+            producer: map(page)?,
+            size,
+        })
+    }
+
+    fn used(&self) -> u64 {
+        // SAFETY: both pages stay mapped (never unmapped); the first word of each is the
+        // position the kernel and the reader update atomically.
+        let (c, p) = unsafe {
+            (
+                (*self.consumer).load(Ordering::Acquire),
+                (*self.producer).load(Ordering::Acquire),
+            )
+        };
+        p.saturating_sub(c).min(u64::from(self.size))
+    }
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own.
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("cannot listen on {addr} for --metrics: not an IP address"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                    )
+                    .expect("static header");
+                    tiny_http::Response::from_string(metrics.render()).with_header(header)
+                } else {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                };
+                if let Err(e) = req.respond(resp) {
+                    log::debug!("metrics: {e}");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = Metrics::new();
+        m.event("tracepoint", false);
+        m.event("tracepoint", true);
+        m.lost("ring_buffer_full", 3);
+        let s = m.sink("syslog+tcp://127.0.0.1:1", 10);
+        s.errors.inc();
+        s.queued.inc();
+        let text = m.render();
+        for needle in [
+            "sendfile_trace_events_total{hook=\"tracepoint\",outcome=\"success\"} 1",
+            "sendfile_trace_events_total{hook=\"tracepoint\",outcome=\"failure\"} 1",
+            "sendfile_trace_events_lost_total{reason=\"ring_buffer_full\"} 3",
+            "sendfile_trace_events_lost_total{reason=\"sink\"} 0",
+            "sendfile_trace_events_lost_total{reason=\"missed_exit\"} 0",
+            "sendfile_trace_sink_errors_total{sink=\"syslog+tcp://127.0.0.1:1\"} 1",
+            "sendfile_trace_queue_fill_ratio{sink=\"syslog+tcp://127.0.0.1:1\"} 0.1",
+            "sendfile_trace_ring_buffer_fill_ratio",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}
