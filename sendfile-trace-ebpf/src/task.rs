@@ -74,9 +74,7 @@ pub fn describe(t: &mut Tail, rec: &mut EntryRecord, task: u64, tgid: u32) -> Op
     };
     // SAFETY: the value is only compared.
     let cached = unsafe { PROC_CACHE.get(&tgid) }.is_some_and(|k| *k == key);
-    let Some(pid) = ptr(task, off!(task_thread_pid)) else {
-        return None;
-    };
+    let pid = ptr(task, off!(task_thread_pid))?;
     // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
     let level = (read::<u32>(pid, off!(pid_level)).unwrap_or(0) & 31) as u64;
     let upid = pid + off!(pid_numbers) + level * off!(upid_size);

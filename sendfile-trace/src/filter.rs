@@ -186,6 +186,8 @@ pub fn parse_min_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a byte count: use a whole number such as 4096"))
 }
 
+// The statfs type's width differs between glibc and musl (the VM builds).
+#[allow(clippy::unnecessary_cast)]
 fn is_cgroup2(root: &Path) -> bool {
     nix::sys::statfs::statfs(root)
         .map(|s| s.filesystem_type().0 as i64 == CGROUP2_MAGIC)
