@@ -343,7 +343,10 @@ fn a_full_ring_buffer_is_counted_exactly_never_silently() {
     let _serial = serial();
     require_root();
     const CALLS: u64 = 1000;
-    let tracer = Tracer::start("auto", &["--ring-buffer-size", "4096"]).unwrap();
+    // Only this workload's calls (a unique comm, filtered in the kernel): other processes calling
+    // sendfile on the host meanwhile would otherwise add to the loss counter.
+    let comm = format!("sf-ring-{}", std::process::id() % 100_000);
+    let tracer = Tracer::start("auto", &["--ring-buffer-size", "4096", "--comm", &comm]).unwrap();
     // A stopped reader: the 4 KiB ring fills after a few dozen records, the rest must be counted.
     // SAFETY: signals to our own child.
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
@@ -354,6 +357,8 @@ fn a_full_ring_buffer_is_counted_exactly_never_silently() {
             OsStr::new(&CALLS.to_string()),
             OsStr::new("--size"),
             OsStr::new("64"),
+            OsStr::new("--comm"),
+            OsStr::new(&comm),
         ],
     );
     assert_eq!(summary[0]["calls"], CALLS);
@@ -365,7 +370,7 @@ fn a_full_ring_buffer_is_counted_exactly_never_silently() {
     let delivered = stopped
         .records
         .iter()
-        .filter(|r| r["eventName"] == "sendfile" && r["processName"] == "sendfile-worklo")
+        .filter(|r| r["eventName"] == "sendfile" && r["processName"] == comm.as_str())
         .count() as u64;
     let stop = stopped.records.last().unwrap();
     assert_eq!(stop["eventName"], "tracer_stop");
