@@ -94,3 +94,25 @@ fn write_file(path: &Path, size: u64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Makes `calls` raw getpid(2) syscalls (no libc caching) and prints one summary line with
+/// `"case":"getpid-loop"`.
+pub fn getpid_loop(calls: u64) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    for _ in 0..calls {
+        // SAFETY: getpid has no arguments and no preconditions.
+        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getpid) });
+    }
+    let elapsed = start.elapsed().as_nanos() as u64;
+    record::emit(&LoopSummary {
+        case: "getpid-loop",
+        calls,
+        elapsed_ns: elapsed,
+        ns_per_call: if calls == 0 {
+            0.0
+        } else {
+            elapsed as f64 / calls as f64
+        },
+    })?;
+    Ok(true)
+}

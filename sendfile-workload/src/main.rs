@@ -60,6 +60,11 @@ struct Cli {
         default_value_t = 4096
     )]
     size: u64,
+    /// Bench mode: N getpid(2) calls (raw syscalls), to measure what an attached tracer costs
+    /// syscalls other than sendfile.
+    #[arg(long = "getpid-loop", value_name = "N",
+          conflicts_with_all = ["cases", "list", "repeat", "loop_calls"])]
+    getpid_calls: Option<u64>,
     /// Threads in loop mode, each making N calls.
     #[arg(long, value_name = "T", requires = "loop_calls", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -146,9 +151,10 @@ fn run(cli: &Cli, selected: &[cases::Variant]) -> anyhow::Result<bool> {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
     }
-    let ok = match cli.loop_calls {
-        Some(calls) => bench::run(&dir.path, calls, cli.size, cli.threads)?,
-        None => {
+    let ok = match (cli.loop_calls, cli.getpid_calls) {
+        (Some(calls), _) => bench::run(&dir.path, calls, cli.size, cli.threads)?,
+        (None, Some(calls)) => bench::getpid_loop(calls)?,
+        (None, None) => {
             let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;
             cases::run_all(&ctx, selected, cli.repeat)?
         }

@@ -111,9 +111,9 @@ pub struct HoldLine {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoopSummary {
-    /// Always "loop".
+    /// "loop" (sendfile) or "getpid-loop".
     pub case: &'static str,
-    /// Total sendfile calls made, over all threads.
+    /// Total calls made, over all threads.
     pub calls: u64,
     /// Wall-clock time of all calls, in nanoseconds.
     pub elapsed_ns: u64,

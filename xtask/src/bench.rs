@@ -82,6 +82,8 @@ struct Variant {
     kind: Kind,
     calls: u64,
     ns_per_call: Vec<f64>,
+    /// ns per getpid(2) while the variant was attached, per round.
+    getpid_ns: Vec<f64>,
 }
 
 /// A started tracer with everything it wrote on stderr (and stdout when piped).
@@ -220,6 +222,12 @@ fn stop(mut tracer: Tracer) -> Result<ExitStatus> {
 
 /// Runs a command that ends with the workload's loop mode and returns its summary line.
 fn run_loop(cmd: &mut Command) -> Result<Value> {
+    run_summary(cmd, "loop")
+}
+
+/// Runs a command that ends with one of the workload's loop modes and returns the summary line
+/// whose `case` is `case`.
+fn run_summary(cmd: &mut Command, case: &str) -> Result<Value> {
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -230,7 +238,7 @@ fn run_loop(cmd: &mut Command) -> Result<Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["case"] == "loop")
+        .find(|v| v["case"] == case)
         .with_context(|| format!("no loop summary in the output of {cmd:?}: {text}"))
 }
 
@@ -243,10 +251,44 @@ fn workload(calls: u64) -> Command {
     c
 }
 
-/// One timed run of a variant: ns per call.
-fn measure(kind: &Kind, calls: u64) -> Result<f64> {
+/// The workload pinned to [`WORKLOAD_CPU`] making `calls` raw getpid(2) calls.
+fn getpid_workload(calls: u64) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", WORKLOAD_CPU])
+        .arg(compile::host_bin("sendfile-workload"))
+        .args(["--getpid-loop", &calls.to_string()]);
+    c
+}
+
+/// ns per getpid(2) while a variant is attached.
+fn getpid_ns(kind: &Kind, calls: u64) -> Result<f64> {
     let summary = match kind {
-        Kind::Untraced => run_loop(&mut workload(calls))?,
+        Kind::Strace => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", TRACER_CPU, "strace", "-f", "-qq"])
+                .args(["-e", "trace=sendfile", "-o", "/dev/null"])
+                .args(["taskset", "-c", WORKLOAD_CPU])
+                .arg(compile::host_bin("sendfile-workload"))
+                .args(["--getpid-loop", &calls.to_string()]);
+            run_summary(&mut c, "getpid-loop")?
+        }
+        _ => run_summary(&mut getpid_workload(calls), "getpid-loop")?,
+    };
+    summary["nsPerCall"]
+        .as_f64()
+        .context("getpid summary without nsPerCall")
+}
+
+/// One timed run of a variant: ns per sendfile call, and ns per getpid call while attached.
+fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
+    let mut getpid = f64::NAN;
+    let mut both = |cmd: &mut Command| -> Result<Value> {
+        let s = run_loop(cmd)?;
+        getpid = getpid_ns(kind, getpid_calls)?;
+        Ok(s)
+    };
+    let summary = match kind {
+        Kind::Untraced => both(&mut workload(calls))?,
         Kind::Floor => {
             let t = start(
                 "sendfile-trace-floor",
@@ -254,7 +296,7 @@ fn measure(kind: &Kind, calls: u64) -> Result<f64> {
                 &[],
                 Ready::Stdout("ready"),
             )?;
-            let s = run_loop(&mut workload(calls));
+            let s = both(&mut workload(calls));
             stop(t)?;
             s?
         }
@@ -272,7 +314,7 @@ fn measure(kind: &Kind, calls: u64) -> Result<f64> {
                 &["--hook", hook, "--output", &output],
                 Ready::Stderr("tracing sendfile with hook", 1),
             )?;
-            let s = run_loop(&mut workload(calls));
+            let s = both(&mut workload(calls));
             stop(t)?;
             let _ = std::fs::remove_file(&events);
             s?
@@ -288,7 +330,7 @@ fn measure(kind: &Kind, calls: u64) -> Result<f64> {
                 &["-v", "-o", "/dev/null", &script],
                 Ready::Stderr("Attaching tracepoint:", 2),
             )?;
-            let s = run_loop(&mut workload(calls));
+            let s = both(&mut workload(calls));
             stop(t)?;
             s?
         }
@@ -299,12 +341,43 @@ fn measure(kind: &Kind, calls: u64) -> Result<f64> {
                 .args(["taskset", "-c", WORKLOAD_CPU])
                 .arg(compile::host_bin("sendfile-workload"))
                 .args(["--loop", &calls.to_string(), "--size", SIZE]);
-            run_loop(&mut c)?
+            both(&mut c)?
         }
     };
-    summary["nsPerCall"]
+    let ns = summary["nsPerCall"]
         .as_f64()
-        .context("loop summary without nsPerCall")
+        .context("loop summary without nsPerCall")?;
+    Ok((ns, getpid))
+}
+
+/// Runs the `pipeline` example of sendfile-trace pinned to the tracer's CPU: one JSON line per
+/// format with events per second.
+fn userspace_throughput() -> Result<Vec<Value>> {
+    tools::run(
+        tools::cargo(tools::HOST_TOOLCHAIN)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "sendfile-trace",
+                "--example",
+                "pipeline",
+            ])
+            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
+    )?;
+    let out = Command::new("taskset")
+        .args(["-c", TRACER_CPU])
+        .arg(workspace_root().join("target/release/examples/pipeline"))
+        .output()
+        .context("cannot run the pipeline example")?;
+    if !out.status.success() {
+        bail!("the pipeline example failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -494,13 +567,16 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
 
     for round in 1..=args.rounds {
         for v in &mut variants {
-            let ns = measure(&v.kind, v.calls)
+            // getpid is ~10× cheaper than sendfile: 5× the calls for a comparable run time.
+            let getpid_calls = v.calls * 5;
+            let (ns, getpid) = measure(&v.kind, v.calls, getpid_calls)
                 .with_context(|| format!("variant {} in round {round}", v.name))?;
             eprintln!(
-                "xtask: bench round {round}: {:<28} {ns:>9.1} ns/call",
+                "xtask: bench round {round}: {:<28} {ns:>9.1} ns/sendfile {getpid:>8.1} ns/getpid",
                 v.name
             );
             v.ns_per_call.push(ns);
+            v.getpid_ns.push(getpid);
         }
     }
 
@@ -514,11 +590,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let floor_added = added("floor").unwrap_or(f64::NAN);
     let bpftrace_added = added("bpftrace").unwrap_or(f64::NAN);
 
+    let getpid_base = median(&variants[0].getpid_ns);
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>12}",
-        "variant", "calls", "ns/call", "added ns", "÷floor", "÷bpftrace"
+        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}",
+        "variant", "calls", "ns/call", "added ns", "÷floor", "÷bpftrace", "getpid ns", "added ns"
     );
     let mut rows = Vec::new();
     let mut json_variants = Vec::new();
@@ -532,15 +609,18 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
             (true, false) => "n/a".into(),
             (false, _) => String::new(),
         };
+        let getpid = median(&v.getpid_ns);
         let _ = writeln!(
             table,
-            "{:<28} {:>8} {:>10.1} {:>10.1} {:>10} {:>12}",
+            "{:<28} {:>8} {:>10.1} {:>10.1} {:>10} {:>12} {:>10.1} {:>10.1}",
             v.name,
             v.calls,
             med,
             add,
             ratio(floor_added),
-            ratio(bpftrace_added)
+            ratio(bpftrace_added),
+            getpid,
+            getpid - getpid_base
         );
         rows.push((v.name.clone(), med));
         json_variants.push(json!({
@@ -551,7 +631,32 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
             "addedNs": add,
             "addedOverFloor": ratio_json(is_ours, add, floor_added),
             "addedOverBpftrace": ratio_json(is_ours, add, bpftrace_added),
+            "getpidNsRounds": v.getpid_ns,
+            "getpidNsMedian": getpid,
+            "getpidAddedNs": getpid - getpid_base,
         }));
+    }
+
+    eprintln!("xtask: bench userspace throughput (decode + enrich + encode, one core)");
+    let pipeline = userspace_throughput()?;
+    let _ = writeln!(
+        table,
+        "\nuserspace, one core (decode + join + enrich + encode of recorded nginx-like records):"
+    );
+    let _ = writeln!(
+        table,
+        "{:<10} {:>14} {:>12} {:>14}",
+        "format", "events/s", "ns/event", "bytes/event"
+    );
+    for p in &pipeline {
+        let _ = writeln!(
+            table,
+            "{:<10} {:>14} {:>12} {:>14}",
+            p["format"].as_str().unwrap_or(""),
+            p["eventsPerSecond"].to_string(),
+            p["nsPerEvent"].to_string(),
+            p["bytesPerEvent"].to_string()
+        );
     }
 
     eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
@@ -601,17 +706,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
             );
         }
     }
-    let _ = writeln!(
-        table,
-        "\nnot measured: cost on another syscall (the workload has no getpid loop)"
-    );
     print!("{table}");
 
     let results = json!({
         "workload": {"size": 64, "workloadCpu": 0, "tracerCpu": 1, "rounds": args.rounds},
         "variants": json_variants,
         "bursts": bursts,
-        "notMeasured": ["cost on another syscall (getpid loop): the workload has no such mode"],
+        "userspace": pipeline,
     });
     let json_path = bench_dir().join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
@@ -633,6 +734,7 @@ impl Variant {
             kind,
             calls,
             ns_per_call: Vec::new(),
+            getpid_ns: Vec::new(),
         }
     }
 }

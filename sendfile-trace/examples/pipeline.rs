@@ -1,0 +1,162 @@
+//! Userspace throughput (`cargo xtask bench`, item 4): decode + enrich + encode of recorded
+//! ring-buffer records on one core, for each output format. Prints one JSON line per format.
+//!
+//! The records are what the kernel side writes for nginx-like calls: an entry record (a file
+//! with a 5-component path to a TCP socket) and an exit record per call; one call in 64 carries
+//! the full process part, the others leave it out (`PROC_CACHED`), as in steady state.
+
+use std::{collections::HashMap, hint::black_box, sync::Arc, time::Instant};
+
+use sendfile_trace::{
+    event::{Enricher, Entry, ProcCtx},
+    format::{AsRecord, Format},
+    system::WallClock,
+};
+use sendfile_trace_common::{
+    EntryRecord, FdRecord, Hook, Seg, SendfileRecord, entry_status, fd_flags, fd_kind, flags, kind,
+};
+
+/// Calls per format.
+const CALLS: u32 = 200_000;
+
+/// Leaf-first path components, as the kernel side writes them.
+fn push_path(tail: &mut Vec<u8>, path: &str) -> Seg {
+    let off = tail.len() as u16;
+    for comp in path.split('/').filter(|c| !c.is_empty()).rev() {
+        tail.push(comp.len() as u8);
+        tail.extend_from_slice(comp.as_bytes());
+    }
+    Seg {
+        off,
+        len: tail.len() as u16 - off,
+    }
+}
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: plain #[repr(C)] records without implicit padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The ring bytes of one call's entry and exit records.
+fn records(i: u32, full: bool) -> (Vec<u8>, Vec<u8>) {
+    let pid_tgid = (4242u64 << 32) | 4243;
+    let start_ns = 1_000_000 + u64::from(i) * 1000;
+    let mut tail = Vec::new();
+    let mut rec = EntryRecord {
+        kind: kind::ENTRY,
+        pid_tgid,
+        start_ns,
+        thread_start_ns: 500,
+        ns_tgid: 4242,
+        ns_tid: 4243,
+        host_ppid: 4200,
+        ns_ppid: 4200,
+        mnt_ns: 4026531840,
+        pid_ns: 4026531836,
+        flags: if full { 0 } else { fd_flags::PROC_CACHED },
+        ..EntryRecord::default()
+    };
+    rec.in_fd = FdRecord {
+        kind: fd_kind::FILE,
+        ino: 1234 + u64::from(i % 100),
+        dev: (8 << 20) | 1,
+        path: push_path(
+            &mut tail,
+            &format!("/srv/www/static/img/photo-{}.jpg", i % 100),
+        ),
+        ..FdRecord::default()
+    };
+    let mut local = [0u8; 16];
+    local[..4].copy_from_slice(&[10, 0, 0, 5]);
+    let mut remote = [0u8; 16];
+    remote[..4].copy_from_slice(&[203, 0, 113, 7]);
+    rec.out_fd = FdRecord {
+        kind: fd_kind::SOCKET,
+        ino: 99,
+        family: 2,
+        protocol: 6,
+        sock_type: 1,
+        local_port: 443,
+        remote_port: 40000 + (i % 1000) as u16,
+        local_addr: local,
+        remote_addr: remote,
+        ..FdRecord::default()
+    };
+    if full {
+        rec.exe = push_path(&mut tail, "/usr/sbin/nginx");
+    }
+    rec.tail_len = tail.len() as u16;
+    let mut entry = as_bytes(&rec).to_vec();
+    entry.extend_from_slice(&tail);
+    let mut comm = [0u8; 16];
+    comm[..5].copy_from_slice(b"nginx");
+    let exit = SendfileRecord {
+        kind: kind::EXIT,
+        entry_status: entry_status::WRITTEN,
+        start_ns,
+        end_ns: start_ns + 20_000,
+        pid_tgid,
+        uid_gid: (33 << 32) | 33,
+        cgroup_id: 4321,
+        offset_ptr: 0x7ffc_0000_1000,
+        offset_before: 0,
+        offset_after: 21952,
+        count: 21952,
+        ret: 21952,
+        out_fd: 29,
+        in_fd: 30,
+        cpu: 1,
+        flags: flags::OFFSET_BEFORE_VALID | flags::OFFSET_AFTER_VALID,
+        syscall_nr: 40,
+        hook: Hook::Tracepoint as u32,
+        comm,
+    };
+    (entry, as_bytes(&exit).to_vec())
+}
+
+fn main() {
+    let calls: Vec<(Vec<u8>, Vec<u8>)> = (0..CALLS).map(|i| records(i, i % 64 == 0)).collect();
+    let enricher = Enricher {
+        host_name: "web-1".into(),
+        clock: WallClock::now(),
+    };
+    for (name, format) in [
+        ("tracee", Format::Tracee),
+        ("ecs", Format::Ecs),
+        ("ocsf", Format::Ocsf),
+        ("text", Format::Text),
+    ] {
+        let mut procs: HashMap<u32, Arc<ProcCtx>> = HashMap::new();
+        let mut pending: HashMap<u64, Entry> = HashMap::new();
+        let mut line = Vec::with_capacity(4096);
+        let mut bytes = 0usize;
+        let start = Instant::now();
+        for (entry_bytes, exit_bytes) in &calls {
+            // Decode and join, as the daemon does.
+            let (rec, tail) = EntryRecord::from_bytes(entry_bytes).expect("entry record");
+            let mut entry = Entry::new(rec, tail.to_vec());
+            let tgid = (rec.pid_tgid >> 32) as u32;
+            if entry.proc_cached() {
+                entry.proc = procs.get(&tgid).cloned();
+            } else if let Some(p) = &entry.proc {
+                procs.insert(tgid, p.clone());
+            }
+            pending.insert(rec.pid_tgid, entry);
+            let r = SendfileRecord::from_bytes(exit_bytes).expect("exit record");
+            let entry = pending.remove(&r.pid_tgid);
+            // Enrich and encode.
+            let event = enricher.event(&r, entry.as_ref());
+            line.clear();
+            format.render(event.as_record(), &mut line).expect("render");
+            line.push(b'\n');
+            bytes += black_box(&line).len();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{{\"format\":\"{name}\",\"events\":{CALLS},\"eventsPerSecond\":{:.0},\"nsPerEvent\":{:.1},\"bytesPerEvent\":{:.0}}}",
+            f64::from(CALLS) / secs,
+            secs * 1e9 / f64::from(CALLS),
+            bytes as f64 / f64::from(CALLS)
+        );
+    }
+}
