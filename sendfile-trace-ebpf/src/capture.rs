@@ -176,7 +176,8 @@ pub fn enter(args: Args, hook: u32) {
     }
     // SAFETY: helper without preconditions.
     let task = unsafe { bpf_get_current_task() } as u64;
-    let out = fd::lookup(task, args.out_fd);
+    let table = fd::table(task);
+    let out = fd::lookup(table, args.out_fd);
     if enabled & filter::OUT_TYPE != 0 {
         let mut k = fd_kind::UNKNOWN;
         if fd::is_file(out)
@@ -199,7 +200,7 @@ pub fn enter(args: Args, hook: u32) {
     }
     // SAFETY: helper calls without preconditions.
     let start_ns = unsafe { bpf_ktime_get_boot_ns() };
-    if !write_entry(task, &args, out, pid_tgid, start_ns) {
+    if !write_entry(task, table, &args, out, pid_tgid, start_ns) {
         f |= flags::ENTRY_LOST;
     }
     let entry = InFlight {
@@ -228,7 +229,14 @@ pub fn enter(args: Args, hook: u32) {
 /// Resolves both descriptors and the process into this CPU's scratch record and writes it to
 /// the ring; false if it could not be written.
 #[inline(always)]
-fn write_entry(task: u64, args: &Args, out: u64, pid_tgid: u64, start_ns: u64) -> bool {
+fn write_entry(
+    task: u64,
+    table: (u64, u32),
+    args: &Args,
+    out: u64,
+    pid_tgid: u64,
+    start_ns: u64,
+) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -245,7 +253,7 @@ fn write_entry(task: u64, args: &Args, out: u64, pid_tgid: u64, start_ns: u64) -
         base: s.tail.as_mut_ptr(),
         pos: &mut s.pos,
     };
-    fd::describe(&mut t, fd::lookup(task, args.in_fd), &mut s.rec.in_fd);
+    fd::describe(&mut t, fd::lookup(table, args.in_fd), &mut s.rec.in_fd);
     fd::describe(&mut t, out, &mut s.rec.out_fd);
     let key = task::describe(&mut t, &mut s.rec, task, (pid_tgid >> 32) as u32);
     let used = t.pos();

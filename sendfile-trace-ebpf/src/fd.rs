@@ -186,28 +186,35 @@ pub fn walk_path(
     }
 }
 
-/// The `struct file *` open at `fd` in `task`'s fd table, or, when there is none, the
-/// [`fd_reason`] why (a small number: kernel pointers never are). One plain register, so
-/// that no path leaves part of it undefined for the verifier.
+/// The caller's fd array and its size, read once for both descriptors; `(0, 0)` if unreadable.
 #[inline(always)]
-pub fn lookup(task: u64, fd: i32) -> u64 {
+pub fn table(task: u64) -> (u64, u32) {
+    // fdtable.max_fds and fdtable.fd are adjacent (checked by userspace from BTF).
+    match ptr(task, off!(task_files))
+        .and_then(|files| ptr(files, off!(files_fdt)))
+        .and_then(|fdt| read::<[u64; 2]>(fdt, off!(fdt_max_fds)))
+    {
+        Some([max, fd]) => (fd, max as u32),
+        None => (0, 0),
+    }
+}
+
+/// The `struct file *` open at `fd` in the fd array `table` (from [`table`]), or, when there
+/// is none, the [`fd_reason`] why (a small number: kernel pointers never are). One plain
+/// register, so that no path leaves part of it undefined for the verifier.
+#[inline(always)]
+pub fn lookup(table: (u64, u32), fd: i32) -> u64 {
+    let (array, max) = table;
     if fd < 0 {
         return fd_reason::OUT_OF_RANGE as u64;
     }
-    let Some(fdt) = ptr(task, off!(task_files)).and_then(|files| ptr(files, off!(files_fdt)))
-    else {
+    if array == 0 {
         return fd_reason::READ_FAILED as u64;
-    };
-    let Some(max) = read::<u32>(fdt, off!(fdt_max_fds)) else {
-        return fd_reason::READ_FAILED as u64;
-    };
+    }
     if fd as u32 >= max {
         return fd_reason::OUT_OF_RANGE as u64;
     }
-    let Some(table) = ptr(fdt, off!(fdt_fd)) else {
-        return fd_reason::READ_FAILED as u64;
-    };
-    match read::<u64>(table, (fd as u64) * 8) {
+    match read::<u64>(array, (fd as u64) * 8) {
         Some(0) => fd_reason::NOT_OPEN as u64,
         Some(file) => file,
         None => fd_reason::READ_FAILED as u64,
@@ -263,10 +270,10 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
     if kind == fd_kind::PIPE {
         return;
     }
-    let (Some(mnt), Some(dentry)) = (
-        ptr(file, off!(file_path_mnt)),
-        ptr(file, off!(file_path_dentry)),
-    ) else {
+    // struct path: mnt, then dentry.
+    let Some([mnt, dentry]) =
+        read::<[u64; 2]>(file, off!(file_path_mnt)).filter(|p| p[0] != 0 && p[1] != 0)
+    else {
         r.kind = fd_kind::UNKNOWN;
         r.reason = fd_reason::READ_FAILED;
         return;

@@ -240,6 +240,33 @@ impl Btf {
     /// Every offset the BPF programs use.
     pub fn offsets(&self) -> Result<Offsets, BtfError> {
         let o = |s: &str, p: &str| self.offset_of(s, &p.split('.').collect::<Vec<_>>());
+        let offsets = self.all_offsets(o)?;
+        // The path walk reads d_parent, d_name.hash_len and d_name.name in one go, and the fd
+        // lookup fdtable.max_fds and fdtable.fd.
+        if offsets.dentry_name_len != offsets.dentry_parent + 12
+            || offsets.dentry_name != offsets.dentry_parent + 16
+        {
+            return Err(BtfError::Missing(
+                "dentry with d_parent, d_name.hash_len, d_name.name adjacent".into(),
+            ));
+        }
+        if offsets.fdt_fd != offsets.fdt_max_fds + 8 {
+            return Err(BtfError::Missing(
+                "fdtable with max_fds and fd adjacent".into(),
+            ));
+        }
+        if offsets.file_path_dentry != offsets.file_path_mnt + 8 {
+            return Err(BtfError::Missing(
+                "path with mnt and dentry adjacent".into(),
+            ));
+        }
+        Ok(offsets)
+    }
+
+    fn all_offsets(
+        &self,
+        o: impl Fn(&str, &str) -> Result<u32, BtfError>,
+    ) -> Result<Offsets, BtfError> {
         Ok(Offsets {
             task_ti_status: o("task_struct", "thread_info.status")?,
             task_tgid: o("task_struct", "tgid")?,
