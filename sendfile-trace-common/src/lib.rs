@@ -277,7 +277,7 @@ pub const TAIL_SIZE: usize = 16384;
 /// Bytes allotted to one path in the tail.
 pub const PATH_BUDGET: u32 = 4096;
 /// Path components (and mount crossings) walked before a path is called truncated.
-pub const PATH_DEPTH: u32 = 64;
+pub const PATH_DEPTH: u32 = 32;
 /// Room after the tail so a masked write of one component (≤ 255 bytes) stays in bounds.
 pub const TAIL_SLACK: usize = 512;
 

@@ -27,30 +27,24 @@ const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
 /// A struct or union member.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Member {
-    name: String,
+    name_off: u32,
     ty: u32,
     bit_offset: u32,
     bitfield: bool,
 }
 
-/// One BTF type, reduced to what offsets need.
-#[derive(Clone, Debug, Default)]
-struct Type {
-    kind: u32,
-    name: String,
-    /// Size (int, struct, union, enum) or referenced type id (ptr, typedef, modifiers).
-    size_or_type: u32,
-    members: Vec<Member>,
-    /// Array element type.
-    elem: u32,
-}
-
-/// Parsed kernel BTF.
+/// Parsed kernel BTF: the raw bytes and, per type id, where its record starts. Members are read
+/// on demand, so that loading costs one pass and one small vector (vmlinux has ~150k types; a
+/// full parse would dominate the tracer's start time and peak memory).
 pub struct Btf {
-    types: Vec<Type>,
-    structs: HashMap<String, u32>,
+    data: Vec<u8>,
+    strings: std::ops::Range<usize>,
+    /// Offset in `data` of each type's record; index 0 (void) is unused.
+    starts: Vec<u32>,
+    /// Named structs with members, by name.
+    structs: HashMap<Box<[u8]>, u32>,
 }
 
 /// Why offsets could not be computed.
@@ -79,101 +73,99 @@ fn u32_at(b: &[u8], o: usize) -> Result<u32, BtfError> {
         .ok_or(BtfError::Malformed("truncated"))
 }
 
+/// Bytes after a type's 12-byte header.
+fn extra_len(kind: u32, vlen: usize) -> usize {
+    match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION => 12 * vlen,
+        KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+        KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+        // KIND_PTR (2), FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG: nothing more.
+        _ => 0,
+    }
+}
+
 impl Btf {
-    /// Parses a little-endian BTF blob.
-    pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
+    /// Indexes a little-endian BTF blob.
+    pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+        let b = &data;
         if u16_at(b, 0)? != BTF_MAGIC {
             return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
         }
         let hdr_len = u32_at(b, 4)? as usize;
         let (type_off, type_len) = (u32_at(b, 8)? as usize, u32_at(b, 12)? as usize);
         let (str_off, str_len) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
-        let types_sec = b
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Malformed("type section out of bounds"))?;
-        let strings = b
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section out of bounds"))?;
-        let string = |off: u32| -> String {
-            let s = strings.get(off as usize..).unwrap_or_default();
-            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
-        };
-        // Type id 0 is void.
-        let mut types = vec![Type::default()];
-        let mut structs = HashMap::new();
-        let mut o = 0;
-        while o < types_sec.len() {
-            let name_off = u32_at(types_sec, o)?;
-            let info = u32_at(types_sec, o + 4)?;
-            let size_or_type = u32_at(types_sec, o + 8)?;
-            let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31 == 1);
-            o += 12;
-            let mut t = Type {
-                kind,
-                name: string(name_off),
-                size_or_type,
-                ..Type::default()
-            };
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                // KIND_PTR (2), FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG: nothing more.
-                KIND_ARRAY => {
-                    t.elem = u32_at(types_sec, o)?;
-                    12
-                }
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen as usize {
-                        let m = o + i * 12;
-                        let raw = u32_at(types_sec, m + 8)?;
-                        let (bit_offset, bits) = if kind_flag {
-                            (raw & 0xff_ffff, raw >> 24)
-                        } else {
-                            (raw, 0)
-                        };
-                        t.members.push(Member {
-                            name: string(u32_at(types_sec, m)?),
-                            ty: u32_at(types_sec, m + 4)?,
-                            bit_offset,
-                            bitfield: bits != 0,
-                        });
-                    }
-                    12 * vlen as usize
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
-                KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
-                _ => 0,
-            };
-            o += extra;
-            if kind == KIND_STRUCT && !t.name.is_empty() && !t.members.is_empty() {
-                // The first complete definition wins (duplicates are identical).
-                structs.entry(t.name.clone()).or_insert(types.len() as u32);
-            }
-            types.push(t);
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if types.end > b.len() || strings.end > b.len() {
+            return Err(BtfError::Malformed("section out of bounds"));
         }
-        Ok(Btf { types, structs })
+        let mut starts = vec![0u32];
+        let mut structs = HashMap::new();
+        let mut o = types.start;
+        while o < types.end {
+            let name_off = u32_at(b, o)?;
+            let info = u32_at(b, o + 4)?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            if kind == KIND_STRUCT && name_off != 0 && vlen > 0 {
+                let s = b
+                    .get(strings.start + name_off as usize..strings.end)
+                    .unwrap_or_default();
+                let name = &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())];
+                // The first complete definition wins (duplicates are identical).
+                structs.entry(name.into()).or_insert(starts.len() as u32);
+            }
+            starts.push(o as u32);
+            o += 12 + extra_len(kind, vlen);
+        }
+        Ok(Btf {
+            data,
+            strings,
+            starts,
+            structs,
+        })
     }
 
-    /// Reads and parses `/sys/kernel/btf/vmlinux`.
+    /// Reads and indexes `/sys/kernel/btf/vmlinux`.
     pub fn from_sys_fs() -> Result<Btf, String> {
         let path = crate::system::VMLINUX_BTF;
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        Btf::parse(&bytes).map_err(|e| format!("{path}: {e}"))
+        Btf::parse(bytes).map_err(|e| format!("{path}: {e}"))
     }
 
-    fn ty(&self, id: u32) -> Result<&Type, BtfError> {
-        self.types
+    /// The string at `off` in the string section.
+    fn string(&self, off: u32) -> &[u8] {
+        let s = self
+            .data
+            .get(self.strings.start + off as usize..self.strings.end)
+            .unwrap_or_default();
+        &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())]
+    }
+
+    /// (kind, vlen, size-or-type, record start) of type `id`.
+    fn header(&self, id: u32) -> Result<(u32, usize, u32, usize), BtfError> {
+        let start = *self
+            .starts
             .get(id as usize)
-            .ok_or(BtfError::Malformed("type id out of range"))
+            .filter(|_| id != 0)
+            .ok_or(BtfError::Malformed("type id out of range"))? as usize;
+        let info = u32_at(&self.data, start + 4)?;
+        Ok((
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            u32_at(&self.data, start + 8)?,
+            start,
+        ))
     }
 
     /// Follows typedefs and modifiers to the underlying type id.
     fn resolve(&self, mut id: u32) -> Result<u32, BtfError> {
         for _ in 0..32 {
-            let t = self.ty(id)?;
-            match t.kind {
+            let (kind, _, next, _) = self.header(id)?;
+            match kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.size_or_type
+                    id = next
                 }
                 _ => return Ok(id),
             }
@@ -181,34 +173,62 @@ impl Btf {
         Err(BtfError::Malformed("modifier chain too long"))
     }
 
+    /// The members of struct/union `id` (empty for other kinds).
+    fn members(&self, id: u32) -> Result<Vec<Member>, BtfError> {
+        let (kind, vlen, _, start) = self.header(id)?;
+        if !matches!(kind, KIND_STRUCT | KIND_UNION) {
+            return Ok(Vec::new());
+        }
+        let kind_flag = u32_at(&self.data, start + 4)? >> 31 == 1;
+        (0..vlen)
+            .map(|i| {
+                let m = start + 12 + i * 12;
+                let raw = u32_at(&self.data, m + 8)?;
+                let (bit_offset, bits) = if kind_flag {
+                    (raw & 0xff_ffff, raw >> 24)
+                } else {
+                    (raw, 0)
+                };
+                Ok(Member {
+                    name_off: u32_at(&self.data, m)?,
+                    ty: u32_at(&self.data, m + 4)?,
+                    bit_offset,
+                    bitfield: bits != 0,
+                })
+            })
+            .collect()
+    }
+
     /// Finds member `name` of struct/union `id`, looking inside anonymous members; returns its
     /// bit offset from the start of `id` and the member.
     fn member(&self, id: u32, name: &str) -> Result<Option<(u32, Member)>, BtfError> {
-        let t = self.ty(self.resolve(id)?)?;
-        for m in &t.members {
-            if m.name == name {
-                return Ok(Some((m.bit_offset, m.clone())));
+        for m in self.members(self.resolve(id)?)? {
+            let m_name = self.string(m.name_off);
+            if m_name == name.as_bytes() {
+                return Ok(Some((m.bit_offset, m)));
             }
-            if m.name.is_empty() {
-                let inner = self.resolve(m.ty)?;
-                if matches!(self.ty(inner)?.kind, KIND_STRUCT | KIND_UNION)
-                    && let Some((off, found)) = self.member(inner, name)?
-                {
-                    return Ok(Some((m.bit_offset + off, found)));
-                }
+            if m_name.is_empty()
+                && let Some((off, found)) = self.member(m.ty, name)?
+            {
+                return Ok(Some((m.bit_offset + off, found)));
             }
         }
         Ok(None)
+    }
+
+    /// The id of the named struct with members.
+    fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
+        self.structs
+            .get(name.as_bytes())
+            .copied()
+            .ok_or_else(|| BtfError::Missing(format!("struct {name}")))
     }
 
     /// Byte offset of `path` (e.g. `["d_name", "len"]`) inside struct `strukt`; each path element
     /// may list alternative names separated by `|` (renamed fields).
     pub fn offset_of(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
         let what = || format!("{strukt}.{}", path.join("."));
-        let mut id = *self
-            .structs
-            .get(strukt)
-            .ok_or_else(|| BtfError::Missing(format!("struct {strukt}")))?;
+        let mut id = self.struct_id(strukt)?;
         let mut bits = 0;
         for field in path {
             let mut found = None;
@@ -230,11 +250,7 @@ impl Btf {
 
     /// Size in bytes of struct `strukt`.
     pub fn size_of(&self, strukt: &str) -> Result<u32, BtfError> {
-        let id = *self
-            .structs
-            .get(strukt)
-            .ok_or_else(|| BtfError::Missing(format!("struct {strukt}")))?;
-        Ok(self.ty(id)?.size_or_type)
+        Ok(self.header(self.struct_id(strukt)?)?.2)
     }
 
     /// Every offset the BPF programs use.
