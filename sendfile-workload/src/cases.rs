@@ -107,6 +107,7 @@ pub const CASES: &[Case] = &[
     case("file_to_chardev", file_to_chardev),
     case("deleted_file", deleted_file),
     case("hostile_path", hostile_path),
+    case("deep_path", deep_path),
     case("large_count", large_count),
     case("count_zero", count_zero),
     case("ebadf", ebadf),
@@ -600,6 +601,26 @@ fn hostile_path(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
     let run = copy_prefix(ctx, name, abi, &input, 100);
     drop(input);
     let _ = fs::remove_dir_all(&dir);
+    run.map(Some)
+}
+
+/// Levels of directories in `deep_path`: more than the tracer walks.
+const DEEP_LEVELS: u32 = sendfile_trace_common::PATH_DEPTH + 8;
+
+/// Input file [`DEEP_LEVELS`] directories deep: the tracer's bounded walk stops before the root,
+/// so its path is the leaf end with `truncated: true` (predicted in `facts`).
+fn deep_path(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let mut dir = ctx.dir.join("deep");
+    for level in 0..DEEP_LEVELS {
+        dir.push(format!("d{level}"));
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.bin"));
+    fs::write(&path, &ctx.content).with_context(|| format!("writing {}", path.display()))?;
+    let input = ctx.open(&path, OpenOptions::new().read(true))?;
+    let run = copy_prefix(ctx, name, abi, &input, 100);
+    drop(input);
+    let _ = fs::remove_dir_all(ctx.dir.join("deep"));
     run.map(Some)
 }
 

@@ -127,6 +127,27 @@ fn text(bytes: &[u8]) -> (String, Option<String>) {
     }
 }
 
+/// What the tracer's bounded walk reports for an absolute path: past
+/// `sendfile_trace_common::PATH_DEPTH` components it keeps the leaf end and says it truncated.
+/// (Exact for paths whose last `PATH_DEPTH` components lie in one file system, as the workload's
+/// deep case does; shorter paths are never truncated.)
+fn bounded(path: &[u8]) -> (Vec<u8>, bool) {
+    let parts: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let depth = sendfile_trace_common::PATH_DEPTH as usize;
+    if parts.len() <= depth {
+        return (path.to_vec(), false);
+    }
+    let mut out = Vec::new();
+    for p in &parts[parts.len() - depth..] {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    (out, true)
+}
+
 /// The files the workload opened, by `(st_dev, st_ino)`: the paths it knows them by.
 #[derive(Default)]
 pub struct Paths {
@@ -201,11 +222,12 @@ fn classify(fd: RawFd, st: &Stat, paths: &Paths) -> FdKind {
         return FdKind::Socket(socket_info(fd, st.st_ino));
     }
     if let Some(path) = paths.path_of(st.st_dev, st.st_ino) {
-        let (path_text, path_hex) = text(path.as_os_str().as_bytes());
+        let (bytes, truncated) = bounded(path.as_os_str().as_bytes());
+        let (path_text, path_hex) = text(&bytes);
         let info = PathInfo {
             path: path_text,
             path_hex,
-            truncated: false,
+            truncated,
             inode: st.st_ino,
             dev: st.st_dev,
             deleted: st.st_nlink == 0,
