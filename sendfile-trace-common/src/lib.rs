@@ -528,7 +528,10 @@ pub mod names {
 }
 
 #[cfg(feature = "user")]
-pub use user::record_kind;
+extern crate alloc;
+
+#[cfg(feature = "user")]
+pub use user::{encode_path, record_kind};
 
 #[cfg(feature = "user")]
 mod user {
@@ -569,6 +572,21 @@ mod user {
         /// Decodes a drop record; `None` if the size is wrong.
         pub fn from_bytes(bytes: &[u8]) -> Option<DropRecord> {
             (bytes.len() == core::mem::size_of::<DropRecord>()).then(|| read_prefix(bytes))?
+        }
+    }
+
+    /// Appends `path` to an entry record's tail the way the kernel side writes paths
+    /// (components leaf first, each a length byte and its bytes) and returns its segment; for
+    /// tests and benches that build records by hand.
+    pub fn encode_path(tail: &mut alloc::vec::Vec<u8>, path: &[u8]) -> Seg {
+        let off = tail.len() as u16;
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+            tail.push(comp.len() as u8);
+            tail.extend_from_slice(comp);
+        }
+        Seg {
+            off,
+            len: tail.len() as u16 - off,
         }
     }
 

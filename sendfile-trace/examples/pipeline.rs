@@ -13,24 +13,12 @@ use sendfile_trace::{
     system::WallClock,
 };
 use sendfile_trace_common::{
-    EntryRecord, FdRecord, Hook, Seg, SendfileRecord, entry_status, fd_flags, fd_kind, flags, kind,
+    EntryRecord, FdRecord, Hook, SendfileRecord, encode_path, entry_status, fd_flags, fd_kind,
+    flags, kind,
 };
 
 /// Calls per format.
 const CALLS: u32 = 200_000;
-
-/// Leaf-first path components, as the kernel side writes them.
-fn push_path(tail: &mut Vec<u8>, path: &str) -> Seg {
-    let off = tail.len() as u16;
-    for comp in path.split('/').filter(|c| !c.is_empty()).rev() {
-        tail.push(comp.len() as u8);
-        tail.extend_from_slice(comp.as_bytes());
-    }
-    Seg {
-        off,
-        len: tail.len() as u16 - off,
-    }
-}
 
 fn as_bytes<T>(v: &T) -> &[u8] {
     // SAFETY: plain #[repr(C)] records without implicit padding.
@@ -60,9 +48,9 @@ fn records(i: u32, full: bool) -> (Vec<u8>, Vec<u8>) {
         kind: fd_kind::FILE,
         ino: 1234 + u64::from(i % 100),
         dev: (8 << 20) | 1,
-        path: push_path(
+        path: encode_path(
             &mut tail,
-            &format!("/srv/www/static/img/photo-{}.jpg", i % 100),
+            format!("/srv/www/static/img/photo-{}.jpg", i % 100).as_bytes(),
         ),
         ..FdRecord::default()
     };
@@ -83,7 +71,7 @@ fn records(i: u32, full: bool) -> (Vec<u8>, Vec<u8>) {
         ..FdRecord::default()
     };
     if full {
-        rec.exe = push_path(&mut tail, "/usr/sbin/nginx");
+        rec.exe = encode_path(&mut tail, b"/usr/sbin/nginx");
     }
     rec.tail_len = tail.len() as u16;
     let mut entry = as_bytes(&rec).to_vec();

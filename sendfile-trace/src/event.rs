@@ -660,19 +660,6 @@ mod tests {
         encode_with(r, None)
     }
 
-    /// Appends leaf-first path components, as the kernel side writes them.
-    fn push_path(tail: &mut Vec<u8>, path: &[u8]) -> Seg {
-        let off = tail.len() as u16;
-        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
-            tail.push(comp.len() as u8);
-            tail.extend_from_slice(comp);
-        }
-        Seg {
-            off,
-            len: tail.len() as u16 - off,
-        }
-    }
-
     fn push_raw(tail: &mut Vec<u8>, b: &[u8]) -> Seg {
         let off = tail.len() as u16;
         tail.extend_from_slice(b);
@@ -703,7 +690,7 @@ mod tests {
             ino: 1234,
             dev: (8 << 20) | 1,
             flags: fd_flags::DELETED,
-            path: push_path(&mut tail, b"/srv/www/a \"b\"\n\xff.jpg"),
+            path: sendfile_trace_common::encode_path(&mut tail, b"/srv/www/a \"b\"\n\xff.jpg"),
             ..FdRecord::default()
         };
         let mut local_addr = [0u8; 16];
@@ -722,7 +709,7 @@ mod tests {
             remote_addr,
             ..FdRecord::default()
         };
-        rec.exe = push_path(&mut tail, b"/usr/sbin/nginx");
+        rec.exe = sendfile_trace_common::encode_path(&mut tail, b"/usr/sbin/nginx");
         let id = "a".repeat(64);
         rec.cgroup_name = push_raw(&mut tail, format!("docker-{id}.scope").as_bytes());
         rec.cgroup_parent = push_raw(&mut tail, b"system.slice");

@@ -62,16 +62,7 @@ pub fn run(dir: &Path, calls: u64, size: u64, threads: u32) -> anyhow::Result<bo
     fs::remove_file(&path)?;
 
     let total = calls * u64::from(threads);
-    record::emit(&LoopSummary {
-        case: "loop",
-        calls: total,
-        elapsed_ns: elapsed,
-        ns_per_call: if total == 0 {
-            0.0
-        } else {
-            elapsed as f64 / total as f64
-        },
-    })?;
+    emit_summary("loop", total, elapsed)?;
     let bad = bad.into_inner();
     if bad > 0 {
         eprintln!(
@@ -104,15 +95,20 @@ pub fn getpid_loop(calls: u64) -> anyhow::Result<bool> {
         std::hint::black_box(unsafe { libc::syscall(libc::SYS_getpid) });
     }
     let elapsed = start.elapsed().as_nanos() as u64;
+    emit_summary("getpid-loop", calls, elapsed)?;
+    Ok(true)
+}
+
+/// Prints the summary line of a loop mode.
+fn emit_summary(case: &'static str, calls: u64, elapsed_ns: u64) -> anyhow::Result<()> {
     record::emit(&LoopSummary {
-        case: "getpid-loop",
+        case,
         calls,
-        elapsed_ns: elapsed,
+        elapsed_ns,
         ns_per_call: if calls == 0 {
             0.0
         } else {
-            elapsed as f64 / calls as f64
+            elapsed_ns as f64 / calls as f64
         },
-    })?;
-    Ok(true)
+    })
 }
