@@ -441,7 +441,15 @@ pub struct Offsets {
     pub kn_name: u32,
     /// `kernfs_node.parent` (`__parent` since 6.15).
     pub kn_parent: u32,
+    /// Start of the one read that fetches `file.f_inode` and `file.f_path` together: the lower
+    /// of their offsets (set by userspace, which checks that both fit in [`FILE_WINDOW`] bytes).
+    pub file_window: u32,
 }
+
+/// Bytes of `struct file` read at [`Offsets::file_window`].
+pub const FILE_WINDOW: u32 = 64;
+/// Bytes of `struct inode` read at `i_mode` to get `i_mode`, `i_sb` and `i_ino` in one go.
+pub const INODE_WINDOW: u32 = 96;
 
 /// Kernel-side filters, set as a global at load time. A call is traced only if it passes every
 /// enabled filter; the sets (pids, comms, uids, cgroups) live in maps.

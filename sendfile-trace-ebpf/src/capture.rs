@@ -5,9 +5,8 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
-        generated::bpf_ringbuf_output,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns, bpf_probe_read_user, generated::bpf_ringbuf_output,
     },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -95,10 +94,20 @@ fn count_lost(reason: u32) {
     }
 }
 
-/// Wakeup flag for a ring-buffer write: only when enough is waiting.
+/// Wakeup flag for a ring-buffer write of `size` bytes: wake the reader only when this write
+/// makes the waiting bytes cross `WAKEUP_BYTES`, once, not on every write above it (each wakeup
+/// is an interrupt on this CPU). Below it, and above it until the reader drains, the reader's own
+/// timer picks the records up. `reserved`: the write is already counted in the ring's data.
 #[inline(always)]
-fn wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global!(WAKEUP_BYTES) {
+fn wakeup(size: u64, reserved: bool) -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let (before, after) = if reserved {
+        (avail.saturating_sub(size), avail)
+    } else {
+        (avail, avail + size)
+    };
+    let threshold = global!(WAKEUP_BYTES);
+    if before < threshold && after >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -174,14 +183,13 @@ pub fn enter(args: Args, hook: u32) {
     if enabled != 0 && !admitted(enabled, pid_tgid) {
         return;
     }
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() } as u64;
+    let task = crate::kernel::current_task();
     let table = fd::table(task);
     let out = fd::lookup(table, args.out_fd);
     if enabled & filter::OUT_TYPE != 0 {
         let mut k = fd_kind::UNKNOWN;
         if fd::is_file(out)
-            && let Some((kind, _, _)) = fd::kind_of(out)
+            && let Some(kind) = fd::kind_of(out)
         {
             k = kind;
         }
@@ -270,7 +278,7 @@ fn write_entry(
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             (s as *mut Scratch).cast(),
             size,
-            wakeup(),
+            wakeup(size, false),
         )
     };
     if ret != 0 {
@@ -306,7 +314,10 @@ pub fn exit(ret: i64) {
                 pid_tgid,
                 start_ns: entry.start_ns,
             };
-            if EVENTS.output(&drop, wakeup()).is_err() {
+            if EVENTS
+                .output(&drop, wakeup(size_of::<DropRecord>() as u64, false))
+                .is_err()
+            {
                 count_lost(lost::RING_BUFFER_FULL);
             }
         }
@@ -351,5 +362,5 @@ pub fn exit(ret: i64) {
         hook: entry.hook,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    slot.submit(wakeup());
+    slot.submit(wakeup(size_of::<SendfileRecord>() as u64, true));
 }

@@ -3,10 +3,11 @@
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use sendfile_trace_common::{
-    FdRecord, PATH_BUDGET, PATH_DEPTH, Seg, TAIL_SIZE, fd_flags, fd_kind, fd_reason,
+    FILE_WINDOW, FdRecord, INODE_WINDOW, PATH_BUDGET, PATH_DEPTH, Seg, TAIL_SIZE, fd_flags,
+    fd_kind, fd_reason,
 };
 
-use crate::kernel::{copy, off, ptr, read};
+use crate::kernel::{copy, load, off, ptr, read};
 
 const MASK: u32 = TAIL_SIZE as u32 - 1;
 const AF_UNIX: u16 = 1;
@@ -107,57 +108,54 @@ impl Tail {
 /// Walks `dentry` in mount `vfsmnt` up to the root of the mount namespace, appending each
 /// component leaf first (a length byte, then the name) and writing the segment to `seg`. Sets
 /// `truncated_bit` in `*flags` if the walk stopped before the root (depth or byte budget, or a
-/// failed read). Results go to map memory, not registers (see [`Tail`]).
+/// failed read), and `deleted_bit` if the starting dentry is unlinked (the kernel's
+/// `d_unlinked()`: unhashed and not a root). Results go to map memory, not registers (see
+/// [`Tail`]).
+///
+/// One read per component (`d_hash.pprev`, `d_parent`, `d_name`) and one per mount crossed
+/// (`mnt_parent`, `mnt_mountpoint`, `mnt_root`): userspace checked that both are adjacent.
 #[inline(always)]
 pub fn walk_path(
     t: &mut Tail,
     mut dentry: u64,
-    mut vfsmnt: u64,
+    vfsmnt: u64,
     seg: *mut Seg,
     flags: *mut u32,
     truncated_bit: u32,
+    deleted_bit: u32,
 ) {
     let start = t.pos();
     if start > TAIL_SIZE as u32 {
         return;
     }
     let limit = start + PATH_BUDGET;
-    let (o_root, o_mnt, o_mparent, o_mpoint) = (
-        off!(vfsmount_root),
-        off!(mount_mnt),
-        off!(mount_parent),
-        off!(mount_mountpoint),
-    );
-    // d_parent, d_name.hash_len and d_name.name are adjacent (checked by userspace from BTF):
-    // one read per component gets all three.
-    let o_parent = off!(dentry_parent);
-    let mut mnt_root = ptr(vfsmnt, o_root).unwrap_or(0);
+    let (o_mnt, o_mparent, o_pprev) =
+        (off!(mount_mnt), off!(mount_parent), off!(dentry_hash_pprev));
+    let leaf = dentry;
+    let mut mount = vfsmnt.wrapping_sub(o_mnt);
     let mut done = false;
+    let mut deleted = false;
+    let mut leaf_read = false;
     // A failed first read leaves the walk undone: an empty path flagged truncated.
+    let [mut mnt_parent, mut mountpoint, mut mnt_root] =
+        read::<[u64; 3]>(mount, o_mparent).unwrap_or([0; 3]);
     let depth = if mnt_root == 0 { 0 } else { PATH_DEPTH };
     for _ in 0..depth {
         if dentry == mnt_root {
             // Top of this mount: continue from where it is mounted, or stop at the namespace root.
-            let mount = vfsmnt.wrapping_sub(o_mnt);
-            let Some(parent) = ptr(mount, o_mparent) else {
-                break;
-            };
-            if parent == mount {
+            if mnt_parent == mount {
                 done = true;
                 break;
             }
-            let Some(mountpoint) = ptr(mount, o_mpoint) else {
-                break;
-            };
             dentry = mountpoint;
-            vfsmnt = parent + o_mnt;
-            let Some(root) = ptr(vfsmnt, o_root) else {
+            mount = mnt_parent;
+            let Some([p, m, r]) = read::<[u64; 3]>(mount, o_mparent) else {
                 break;
             };
-            mnt_root = root;
+            (mnt_parent, mountpoint, mnt_root) = (p, m, r);
             continue;
         }
-        let Some([parent, hash_len, name]) = read::<[u64; 3]>(dentry, o_parent) else {
+        let Some([pprev, parent, hash_len, name]) = read::<[u64; 4]>(dentry, o_pprev) else {
             break;
         };
         if parent == dentry {
@@ -165,10 +163,20 @@ pub fn walk_path(
             done = true;
             break;
         }
+        if dentry == leaf {
+            leaf_read = true;
+            deleted = pprev == 0;
+        }
         if !t.push(name, (hash_len >> 32) as u32, true, limit) {
             break;
         }
         dentry = parent;
+    }
+    if deleted_bit != 0 && !leaf_read {
+        // The leaf is itself the root of a mount (a bind-mounted file): read it on its own.
+        if let Some([pprev, parent]) = read::<[u64; 2]>(leaf, o_pprev) {
+            deleted = pprev == 0 && parent != leaf;
+        }
     }
     let end = t.pos();
     // SAFETY: seg and flags point into this CPU's scratch value.
@@ -180,23 +188,22 @@ pub fn walk_path(
                 len: end.wrapping_sub(start) as u16,
             },
         );
-        if !done {
-            core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | truncated_bit);
+        let mut set = if done { 0 } else { truncated_bit };
+        if deleted {
+            set |= deleted_bit;
+        }
+        if set != 0 {
+            core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | set);
         }
     }
 }
 
-/// The caller's fd array and its size, read once for both descriptors; `(0, 0)` if unreadable.
+/// The caller's fd array and its size, read once for both descriptors; `(0, 0)` if the task
+/// has none. `task` is BTF-typed ([`current_task`](crate::kernel::current_task)).
 #[inline(always)]
 pub fn table(task: u64) -> (u64, u32) {
-    // fdtable.max_fds and fdtable.fd are adjacent (checked by userspace from BTF).
-    match ptr(task, off!(task_files))
-        .and_then(|files| ptr(files, off!(files_fdt)))
-        .and_then(|fdt| read::<[u64; 2]>(fdt, off!(fdt_max_fds)))
-    {
-        Some([max, fd]) => (fd, max as u32),
-        None => (0, 0),
-    }
+    let fdt: u64 = load(load(task, off!(task_files)), off!(files_fdt));
+    (load(fdt, off!(fdt_fd)), load(fdt, off!(fdt_max_fds)))
 }
 
 /// The `struct file *` open at `fd` in the fd array `table` (from [`table`]), or, when there
@@ -227,23 +234,37 @@ pub fn is_file(found: u64) -> bool {
     found > 0xffff
 }
 
-/// The kind of an open file, from its inode's mode; also returns the inode.
+/// The kind of a mode's file type.
 #[inline(always)]
-pub fn kind_of(file: u64) -> Option<(u32, u64, u32)> {
-    let inode = ptr(file, off!(file_inode))?;
-    let mode = read::<u16>(inode, off!(inode_mode))? as u32;
-    let kind = match mode & 0o170000 {
+fn kind_of_mode(mode: u32) -> u32 {
+    match mode & 0o170000 {
         0o100000 | 0o040000 => fd_kind::FILE,
         0o020000 => fd_kind::CHARDEV,
         0o010000 => fd_kind::PIPE,
         0o140000 => fd_kind::SOCKET,
         0 => fd_kind::ANON_INODE,
         _ => fd_kind::OTHER,
-    };
-    Some((kind, inode, mode))
+    }
 }
 
-/// Fills `r` for descriptor `fd` of `task` (already looked up as `found`).
+/// The kind of an open file, from its inode's mode (for the out-type filter).
+#[inline(always)]
+pub fn kind_of(file: u64) -> Option<u32> {
+    let inode = ptr(file, off!(file_inode))?;
+    let mode = read::<u16>(inode, off!(inode_mode))? as u32;
+    Some(kind_of_mode(mode))
+}
+
+/// The word of a window read at `start` that holds the field at `field` (userspace checked
+/// that it is 8-byte aligned and inside the window).
+#[inline(always)]
+fn word<const N: usize>(w: &[u64; N], start: u64, field: u64) -> u64 {
+    w.get((field.wrapping_sub(start) / 8) as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Fills `r` for a descriptor already looked up as `found` (a file, or why there is none).
 #[inline(always)]
 pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
     if !is_file(found) {
@@ -252,17 +273,34 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         return;
     }
     let file = found;
-    let Some((kind, inode, mode)) = kind_of(file) else {
+    // f_inode and f_path in one read, then i_mode, i_sb and i_ino in one.
+    let fw = off!(file_window);
+    let iw = off!(inode_mode);
+    let Some(f) = read::<[u64; FILE_WINDOW as usize / 8]>(file, fw) else {
         r.kind = fd_kind::UNKNOWN;
         r.reason = fd_reason::READ_FAILED;
         return;
     };
+    let inode = word(&f, fw, off!(file_inode));
+    let Some(i) = Some(inode)
+        .filter(|&inode| inode != 0)
+        .and_then(|inode| read::<[u64; INODE_WINDOW as usize / 8]>(inode, iw))
+    else {
+        r.kind = fd_kind::UNKNOWN;
+        r.reason = fd_reason::READ_FAILED;
+        return;
+    };
+    let mode = (i[0] & 0xffff) as u32;
+    let kind = kind_of_mode(mode);
     r.kind = kind;
     r.mode = mode;
-    r.ino = read::<u64>(inode, off!(inode_ino)).unwrap_or(0);
-    r.dev = ptr(inode, off!(inode_sb))
-        .and_then(|sb| read::<u32>(sb, off!(sb_dev)))
-        .unwrap_or(0);
+    r.ino = word(&i, iw, off!(inode_ino));
+    let sb = word(&i, iw, off!(inode_sb));
+    r.dev = if sb == 0 {
+        0
+    } else {
+        read::<u32>(sb, off!(sb_dev)).unwrap_or(0)
+    };
     if kind == fd_kind::SOCKET {
         describe_socket(t, file, r);
         return;
@@ -271,13 +309,13 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         return;
     }
     // struct path: mnt, then dentry.
-    let Some([mnt, dentry]) =
-        read::<[u64; 2]>(file, off!(file_path_mnt)).filter(|p| p[0] != 0 && p[1] != 0)
-    else {
+    let mnt = word(&f, fw, off!(file_path_mnt));
+    let dentry = word(&f, fw, off!(file_path_dentry));
+    if mnt == 0 || dentry == 0 {
         r.kind = fd_kind::UNKNOWN;
         r.reason = fd_reason::READ_FAILED;
         return;
-    };
+    }
     if kind == fd_kind::ANON_INODE {
         // Its dentry's name, e.g. "[eventfd]".
         if let Some(name) = ptr(dentry, off!(dentry_name)) {
@@ -292,13 +330,8 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         &mut r.path,
         &mut r.flags,
         fd_flags::PATH_TRUNCATED,
+        fd_flags::DELETED,
     );
-    // Unlinked: unhashed but not a root (the kernel's d_unlinked()).
-    let unhashed = read::<u64>(dentry, off!(dentry_hash_pprev)) == Some(0);
-    let is_root = ptr(dentry, off!(dentry_parent)) == Some(dentry);
-    if unhashed && !is_root {
-        r.flags |= fd_flags::DELETED;
-    }
 }
 
 /// Appends a UNIX socket's bound `sun_path` (from its `unix_address`) into `seg`, if it has one.

@@ -6,7 +6,7 @@ use sendfile_trace_common::{EntryRecord, PROC_CACHE_SIZE, fd_flags};
 
 use crate::{
     fd::{Tail, walk_path},
-    kernel::{off, ptr, read},
+    kernel::{load, off, ptr, read},
 };
 
 /// The id of `task`'s thread group leader in pid namespace `ns` at `level`, or 0 if the task is
@@ -56,73 +56,74 @@ pub fn remember(tgid: u32, key: &ProcKey) {
 /// already has it (`PROC_CACHED`).
 #[inline(always)]
 pub fn describe(t: &mut Tail, rec: &mut EntryRecord, task: u64, tgid: u32) -> Option<ProcKey> {
-    rec.thread_start_ns = read::<u64>(task, off!(task_start_boottime)).unwrap_or(0);
-    let parent = ptr(task, off!(task_real_parent));
-    let mm = ptr(task, off!(task_mm));
-    let exe = mm.and_then(|mm| ptr(mm, off!(mm_exe_file)));
-    let cgroups = ptr(task, off!(task_cgroups));
-    let nsproxy = ptr(task, off!(task_nsproxy));
+    // `task` is BTF-typed: everything reached from it by `load` is a plain guarded load, and a
+    // NULL anywhere on a chain reads as 0.
+    rec.thread_start_ns = load(task, off!(task_start_boottime));
+    let parent: u64 = load(task, off!(task_real_parent));
+    let mm: u64 = load(task, off!(task_mm));
+    let exe: u64 = load(mm, off!(mm_exe_file));
+    let cgroups: u64 = load(task, off!(task_cgroups));
+    let nsproxy: u64 = load(task, off!(task_nsproxy));
+    let leader: u64 = load(task, off!(task_group_leader));
     let key = ProcKey {
-        mm: mm.unwrap_or(0),
-        exe_file: exe.unwrap_or(0),
-        cgroups: cgroups.unwrap_or(0),
-        nsproxy: nsproxy.unwrap_or(0),
-        real_parent: parent.unwrap_or(0),
-        leader_pid: ptr(task, off!(task_group_leader))
-            .and_then(|l| ptr(l, off!(task_thread_pid)))
-            .unwrap_or(0),
+        mm,
+        exe_file: exe,
+        cgroups,
+        nsproxy,
+        real_parent: parent,
+        leader_pid: load(leader, off!(task_thread_pid)),
     };
     // SAFETY: the value is only compared.
     let cached = unsafe { PROC_CACHE.get(&tgid) }.is_some_and(|k| *k == key);
-    let pid = ptr(task, off!(task_thread_pid))?;
+    let pid: u64 = load(task, off!(task_thread_pid));
+    if pid == 0 {
+        return None;
+    }
     // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
-    let level = (read::<u32>(pid, off!(pid_level)).unwrap_or(0) & 31) as u64;
+    let level = (load::<u32>(pid, off!(pid_level)) & 31) as u64;
     let upid = pid + off!(pid_numbers) + level * off!(upid_size);
     rec.ns_tid = read::<u32>(upid, off!(upid_nr)).unwrap_or(0);
     if cached {
         rec.flags |= fd_flags::PROC_CACHED;
         return None;
     }
-    if let Some(p) = parent {
-        rec.host_ppid = read::<u32>(p, off!(task_tgid)).unwrap_or(0);
-    }
+    rec.host_ppid = load(parent, off!(task_tgid));
     if let Some(ns) = ptr(upid, off!(upid_ns)) {
         rec.pid_ns = read::<u32>(ns, off!(pid_ns_inum)).unwrap_or(0);
         rec.ns_tgid = tgid_in(task, level, ns);
-        if let Some(p) = parent {
-            rec.ns_ppid = tgid_in(p, level, ns);
+        if parent != 0 {
+            rec.ns_ppid = tgid_in(parent, level, ns);
         }
     }
-    rec.mnt_ns = nsproxy
-        .and_then(|nsp| ptr(nsp, off!(nsproxy_mnt_ns)))
-        .and_then(|mnt_ns| read::<u32>(mnt_ns, off!(mnt_ns_inum)))
-        .unwrap_or(0);
-    match exe.and_then(|f| {
-        Some((
-            ptr(f, off!(file_path_dentry))?,
-            ptr(f, off!(file_path_mnt))?,
-        ))
-    }) {
-        Some((dentry, mnt)) => walk_path(
+    rec.mnt_ns = load(
+        load::<u64>(nsproxy, off!(nsproxy_mnt_ns)),
+        off!(mnt_ns_inum),
+    );
+    let dentry: u64 = load(exe, off!(file_path_dentry));
+    let mnt: u64 = load(exe, off!(file_path_mnt));
+    match (dentry, mnt) {
+        (0, _) | (_, 0) => rec.flags |= fd_flags::NO_EXE,
+        (dentry, mnt) => walk_path(
             t,
             dentry,
             mnt,
             &mut rec.exe,
             &mut rec.flags,
             fd_flags::EXE_TRUNCATED,
+            0,
         ),
-        None => rec.flags |= fd_flags::NO_EXE,
     }
-    let kn = cgroups
-        .and_then(|cset| ptr(cset, off!(css_set_dfl_cgrp)))
-        .and_then(|cgrp| ptr(cgrp, off!(cgroup_kn)));
-    if let Some(kn) = kn {
-        if let Some(name) = ptr(kn, off!(kn_name)) {
-            t.push_str(name, &mut rec.cgroup_name);
-        }
-        if let Some(name) = ptr(kn, off!(kn_parent)).and_then(|p| ptr(p, off!(kn_name))) {
-            t.push_str(name, &mut rec.cgroup_parent);
-        }
+    let kn: u64 = load(
+        load::<u64>(cgroups, off!(css_set_dfl_cgrp)),
+        off!(cgroup_kn),
+    );
+    let name: u64 = load(kn, off!(kn_name));
+    if name != 0 {
+        t.push_str(name, &mut rec.cgroup_name);
+    }
+    let name: u64 = load(load::<u64>(kn, off!(kn_parent)), off!(kn_name));
+    if name != 0 {
+        t.push_str(name, &mut rec.cgroup_parent);
     }
     Some(key)
 }

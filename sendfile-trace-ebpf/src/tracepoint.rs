@@ -4,7 +4,7 @@
 //! `sys_enter`/`sys_exit` programs catch i386 numbers 187 and 239 made in compat mode.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::bpf_probe_read_kernel,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -41,15 +41,12 @@ pub fn sendfile_tp_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Whether the current task is in a 32-bit syscall (`TS_COMPAT`), as `in_ia32_syscall()` says.
+/// Whether the current task is in a 32-bit syscall (`TS_COMPAT`), as `in_ia32_syscall()` says:
+/// one guarded load through the BTF-typed task, cheap enough for every syscall.
 #[inline(always)]
 fn in_compat_syscall() -> bool {
-    // SAFETY: helper without preconditions; the read is checked by the kernel.
-    let off = crate::kernel::off!(task_ti_status) as usize;
-    unsafe {
-        let task = bpf_get_current_task() as usize;
-        bpf_probe_read_kernel((task + off) as *const u32).is_ok_and(|s| s & TS_COMPAT != 0)
-    }
+    let task = crate::kernel::current_task();
+    crate::kernel::load::<u32>(task, crate::kernel::off!(task_ti_status)) & TS_COMPAT != 0
 }
 
 /// Raw `sys_enter(regs, id)`: i386 sendfile (187) and sendfile64 (239) from compat tasks.
@@ -68,12 +65,15 @@ pub fn sendfile_raw_enter(ctx: RawTracePointContext) -> u32 {
 /// Raw `sys_exit(regs, ret)`: pairs with [`sendfile_raw_enter`] (exit finds no entry otherwise).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sendfile_raw_exit(ctx: RawTracePointContext) -> u32 {
+    // The cheap test first: almost no syscall is a 32-bit one.
+    if !in_compat_syscall() {
+        return 0;
+    }
     let regs_ptr = ctx.arg::<u64>(0);
     // SAFETY: checked kernel read of the saved orig_ax (pt_regs offset 120).
     let nr = unsafe { bpf_probe_read_kernel((regs_ptr as usize + 120) as *const u64) };
     if let Ok(nr) = nr
         && (nr == NR_SENDFILE_I386 as u64 || nr == NR_SENDFILE64_I386 as u64)
-        && in_compat_syscall()
     {
         capture::exit(ctx.arg::<i64>(1));
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use sendfile_trace_common::Offsets;
+use sendfile_trace_common::{FILE_WINDOW, INODE_WINDOW, Offsets};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
@@ -256,26 +256,9 @@ impl Btf {
     /// Every offset the BPF programs use.
     pub fn offsets(&self) -> Result<Offsets, BtfError> {
         let o = |s: &str, p: &str| self.offset_of(s, &p.split('.').collect::<Vec<_>>());
-        let offsets = self.all_offsets(o)?;
-        // The path walk reads d_parent, d_name.hash_len and d_name.name in one go, and the fd
-        // lookup fdtable.max_fds and fdtable.fd.
-        if offsets.dentry_name_len != offsets.dentry_parent + 12
-            || offsets.dentry_name != offsets.dentry_parent + 16
-        {
-            return Err(BtfError::Missing(
-                "dentry with d_parent, d_name.hash_len, d_name.name adjacent".into(),
-            ));
-        }
-        if offsets.fdt_fd != offsets.fdt_max_fds + 8 {
-            return Err(BtfError::Missing(
-                "fdtable with max_fds and fd adjacent".into(),
-            ));
-        }
-        if offsets.file_path_dentry != offsets.file_path_mnt + 8 {
-            return Err(BtfError::Missing(
-                "path with mnt and dentry adjacent".into(),
-            ));
-        }
+        let mut offsets = self.all_offsets(o)?;
+        offsets.file_window = offsets.file_inode.min(offsets.file_path_mnt);
+        check_layout(&offsets)?;
         Ok(offsets)
     }
 
@@ -340,8 +323,54 @@ impl Btf {
             cgroup_kn: o("cgroup", "kn")?,
             kn_name: o("kernfs_node", "name")?,
             kn_parent: o("kernfs_node", "__parent|parent")?,
+            file_window: 0,
         })
     }
+}
+
+/// The layout the BPF programs' combined reads rely on: one read per path component (the leaf's
+/// hash link, d_parent, d_name), one per mount crossed (mnt_parent, mnt_mountpoint, mnt_root),
+/// one per file (f_inode and f_path) and one per inode (i_mode, i_sb, i_ino).
+fn check_layout(o: &Offsets) -> Result<(), BtfError> {
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(BtfError::Missing(what.to_string()))
+        }
+    };
+    need(
+        o.dentry_parent == o.dentry_hash_pprev + 8
+            && o.dentry_name_len == o.dentry_parent + 12
+            && o.dentry_name == o.dentry_parent + 16,
+        "dentry with d_hash.pprev, d_parent, d_name.hash_len, d_name.name adjacent",
+    )?;
+    need(
+        o.fdt_fd == o.fdt_max_fds + 8,
+        "fdtable with max_fds and fd adjacent",
+    )?;
+    need(
+        o.file_path_dentry == o.file_path_mnt + 8,
+        "path with mnt and dentry adjacent",
+    )?;
+    need(
+        o.mount_mountpoint == o.mount_parent + 8
+            && o.mount_mnt + o.vfsmount_root == o.mount_parent + 16,
+        "mount with mnt_parent, mnt_mountpoint, mnt.mnt_root adjacent",
+    )?;
+    let in_window = |start: u32, off: u32, size: u32, window: u32| {
+        off >= start && (off - start).is_multiple_of(8) && off - start + size <= window
+    };
+    need(
+        in_window(o.file_window, o.file_inode, 8, FILE_WINDOW)
+            && in_window(o.file_window, o.file_path_mnt, 16, FILE_WINDOW),
+        "file with f_inode and f_path within 64 bytes",
+    )?;
+    need(
+        in_window(o.inode_mode, o.inode_sb, 8, INODE_WINDOW)
+            && in_window(o.inode_mode, o.inode_ino, 8, INODE_WINDOW),
+        "inode with i_mode, i_sb and i_ino within 96 bytes",
+    )
 }
 
 #[cfg(test)]
