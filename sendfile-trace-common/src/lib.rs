@@ -447,9 +447,9 @@ pub struct Offsets {
 }
 
 /// Bytes of `struct file` read at [`Offsets::file_window`].
-pub const FILE_WINDOW: u32 = 64;
+pub const FILE_WINDOW: u32 = 48;
 /// Bytes of `struct inode` read at `i_mode` to get `i_mode`, `i_sb` and `i_ino` in one go.
-pub const INODE_WINDOW: u32 = 96;
+pub const INODE_WINDOW: u32 = 80;
 
 /// Kernel-side filters, set as a global at load time. A call is traced only if it passes every
 /// enabled filter; the sets (pids, comms, uids, cgroups) live in maps.

@@ -133,18 +133,28 @@ pub fn walk_path(
         (off!(mount_mnt), off!(mount_parent), off!(dentry_hash_pprev));
     let leaf = dentry;
     let mut mount = vfsmnt.wrapping_sub(o_mnt);
-    let mut done = false;
-    let mut deleted = false;
-    let mut leaf_read = false;
+    // Flags are set in map memory where they are decided, never carried in registers past the
+    // loop: its many exits then leave the same state, and the rest of the program is verified
+    // once, not once per combination of flags.
+    set_flags(flags, truncated_bit);
     // A failed first read leaves the walk undone: an empty path flagged truncated.
     let [mut mnt_parent, mut mountpoint, mut mnt_root] =
         read::<[u64; 3]>(mount, o_mparent).unwrap_or([0; 3]);
+    if deleted_bit != 0 && leaf == mnt_root {
+        // The leaf is itself the root of a mount (a bind-mounted file): the loop never reads it.
+        if let Some([pprev, parent]) = read::<[u64; 2]>(leaf, o_pprev)
+            && pprev == 0
+            && parent != leaf
+        {
+            set_flags(flags, deleted_bit);
+        }
+    }
     let depth = if mnt_root == 0 { 0 } else { PATH_DEPTH };
     for _ in 0..depth {
         if dentry == mnt_root {
             // Top of this mount: continue from where it is mounted, or stop at the namespace root.
             if mnt_parent == mount {
-                done = true;
+                clear_flags(flags, truncated_bit);
                 break;
             }
             dentry = mountpoint;
@@ -160,26 +170,19 @@ pub fn walk_path(
         };
         if parent == dentry {
             // Root of a file system that is not mounted here (pseudo file systems).
-            done = true;
+            clear_flags(flags, truncated_bit);
             break;
         }
-        if dentry == leaf {
-            leaf_read = true;
-            deleted = pprev == 0;
+        if dentry == leaf && pprev == 0 {
+            set_flags(flags, deleted_bit);
         }
         if !t.push(name, (hash_len >> 32) as u32, true, limit) {
             break;
         }
         dentry = parent;
     }
-    if deleted_bit != 0 && !leaf_read {
-        // The leaf is itself the root of a mount (a bind-mounted file): read it on its own.
-        if let Some([pprev, parent]) = read::<[u64; 2]>(leaf, o_pprev) {
-            deleted = pprev == 0 && parent != leaf;
-        }
-    }
     let end = t.pos();
-    // SAFETY: seg and flags point into this CPU's scratch value.
+    // SAFETY: seg points into this CPU's scratch value.
     unsafe {
         core::ptr::write_volatile(
             seg,
@@ -188,14 +191,21 @@ pub fn walk_path(
                 len: end.wrapping_sub(start) as u16,
             },
         );
-        let mut set = if done { 0 } else { truncated_bit };
-        if deleted {
-            set |= deleted_bit;
-        }
-        if set != 0 {
-            core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | set);
-        }
     }
+}
+
+/// Sets `bits` in flags that live in this CPU's scratch value.
+#[inline(always)]
+fn set_flags(flags: *mut u32, bits: u32) {
+    // SAFETY: flags points into this CPU's scratch value.
+    unsafe { core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | bits) }
+}
+
+/// Clears `bits` in flags that live in this CPU's scratch value.
+#[inline(always)]
+fn clear_flags(flags: *mut u32, bits: u32) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) & !bits) }
 }
 
 /// The caller's fd array and its size, read once for both descriptors; `(0, 0)` if the task
@@ -282,6 +292,9 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         return;
     };
     let inode = word(&f, fw, off!(file_inode));
+    // struct path: mnt, then dentry. Taken now so that the window's stack can be reused.
+    let mnt = word(&f, fw, off!(file_path_mnt));
+    let dentry = word(&f, fw, off!(file_path_dentry));
     let Some(i) = Some(inode)
         .filter(|&inode| inode != 0)
         .and_then(|inode| read::<[u64; INODE_WINDOW as usize / 8]>(inode, iw))
@@ -308,9 +321,6 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
     if kind == fd_kind::PIPE {
         return;
     }
-    // struct path: mnt, then dentry.
-    let mnt = word(&f, fw, off!(file_path_mnt));
-    let dentry = word(&f, fw, off!(file_path_dentry));
     if mnt == 0 || dentry == 0 {
         r.kind = fd_kind::UNKNOWN;
         r.reason = fd_reason::READ_FAILED;

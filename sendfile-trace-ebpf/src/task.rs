@@ -75,12 +75,11 @@ pub fn describe(t: &mut Tail, rec: &mut EntryRecord, task: u64, tgid: u32) -> Op
     };
     // SAFETY: the value is only compared.
     let cached = unsafe { PROC_CACHE.get(&tgid) }.is_some_and(|k| *k == key);
-    let pid: u64 = load(task, off!(task_thread_pid));
-    if pid == 0 {
-        return None;
-    }
+    // Read, not loaded: `upid` below is computed from it, and older verifiers refuse variable
+    // arithmetic on a BTF-typed pointer.
+    let pid = ptr(task, off!(task_thread_pid))?;
     // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
-    let level = (load::<u32>(pid, off!(pid_level)) & 31) as u64;
+    let level = (read::<u32>(pid, off!(pid_level)).unwrap_or(0) & 31) as u64;
     let upid = pid + off!(pid_numbers) + level * off!(upid_size);
     rec.ns_tid = read::<u32>(upid, off!(upid_nr)).unwrap_or(0);
     if cached {

@@ -364,12 +364,12 @@ fn check_layout(o: &Offsets) -> Result<(), BtfError> {
     need(
         in_window(o.file_window, o.file_inode, 8, FILE_WINDOW)
             && in_window(o.file_window, o.file_path_mnt, 16, FILE_WINDOW),
-        "file with f_inode and f_path within 64 bytes",
+        "file with f_inode and f_path within 48 bytes",
     )?;
     need(
         in_window(o.inode_mode, o.inode_sb, 8, INODE_WINDOW)
             && in_window(o.inode_mode, o.inode_ino, 8, INODE_WINDOW),
-        "inode with i_mode, i_sb and i_ino within 96 bytes",
+        "inode with i_mode, i_sb and i_ino within 80 bytes",
     )
 }
 

@@ -56,12 +56,18 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         cur = src.source();
     }
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.len() > 400 {
-        let mut end = 400;
-        while !s.is_char_boundary(end) {
-            end -= 1;
+    // Long messages (verifier logs) keep their start and their end, where the verifier says
+    // why it refused.
+    if s.len() > 600 {
+        let mut head = 200;
+        while !s.is_char_boundary(head) {
+            head -= 1;
         }
-        format!("{}…", &s[..end])
+        let mut tail = s.len() - 400;
+        while !s.is_char_boundary(tail) {
+            tail += 1;
+        }
+        format!("{} … {}", &s[..head], &s[tail..])
     } else {
         s
     }

@@ -279,27 +279,17 @@ fn getpid_ns(kind: &Kind, calls: u64) -> Result<f64> {
         .context("getpid summary without nsPerCall")
 }
 
-/// One timed run of a variant: ns per sendfile call, and ns per getpid call while attached.
-fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
-    let mut getpid = f64::NAN;
-    let mut both = |cmd: &mut Command| -> Result<Value> {
-        let s = run_loop(cmd)?;
-        getpid = getpid_ns(kind, getpid_calls)?;
-        Ok(s)
-    };
-    let summary = match kind {
-        Kind::Untraced => both(&mut workload(calls))?,
-        Kind::Floor => {
-            let t = start(
-                "sendfile-trace-floor",
-                &compile::host_bin("sendfile-trace-floor"),
-                &[],
-                Ready::Stdout("ready"),
-            )?;
-            let s = both(&mut workload(calls));
-            stop(t)?;
-            s?
-        }
+/// Starts the tracer of a variant that has one attached to the kernel (the floor, ours,
+/// bpftrace); `None` for the others.
+fn attach(kind: &Kind) -> Result<Option<Tracer>> {
+    Ok(Some(match kind {
+        Kind::Untraced | Kind::Strace => return Ok(None),
+        Kind::Floor => start(
+            "sendfile-trace-floor",
+            &compile::host_bin("sendfile-trace-floor"),
+            &[],
+            Ready::Stdout("ready"),
+        )?,
         Kind::Ours { hook, file } => {
             let events = bench_dir().join("events.jsonl");
             let _ = std::fs::remove_file(&events);
@@ -309,32 +299,37 @@ fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
             if *file {
                 args.extend(["--output", &output]);
             }
-            let t = start(
+            start(
                 "sendfile-trace",
                 &compile::host_bin("sendfile-trace"),
                 &args,
                 Ready::Stderr("tracing sendfile with hook", 1),
-            )?;
-            let s = both(&mut workload(calls));
-            stop(t)?;
-            let _ = std::fs::remove_file(&events);
-            s?
+            )?
         }
         Kind::Bpftrace => {
             let script = bench_dir().join("sendfile.bt");
             std::fs::write(&script, BPFTRACE_SCRIPT)?;
             let script = script.to_string_lossy().into_owned();
             // -v names each probe on stderr as it attaches; -o keeps events off the pipe.
-            let t = start(
+            start(
                 "bpftrace",
                 Path::new("bpftrace"),
                 &["-v", "-o", "/dev/null", &script],
                 Ready::Stderr("Attaching tracepoint:", 2),
-            )?;
-            let s = both(&mut workload(calls));
-            stop(t)?;
-            s?
+            )?
         }
+    }))
+}
+
+/// One timed run of a variant: ns per sendfile call, and ns per getpid call while attached.
+fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
+    let mut getpid = f64::NAN;
+    let mut both = |cmd: &mut Command| -> Result<Value> {
+        let s = run_loop(cmd)?;
+        getpid = getpid_ns(kind, getpid_calls)?;
+        Ok(s)
+    };
+    let summary = match kind {
         Kind::Strace => {
             let mut c = Command::new("taskset");
             c.args(["-c", TRACER_CPU, "strace", "-f", "-qq"])
@@ -344,11 +339,126 @@ fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
                 .args(["--loop", &calls.to_string(), "--size", SIZE]);
             both(&mut c)?
         }
+        _ => {
+            let tracer = attach(kind)?;
+            let s = both(&mut workload(calls));
+            if let Some(t) = tracer {
+                stop(t)?;
+            }
+            let _ = std::fs::remove_file(bench_dir().join("events.jsonl"));
+            s?
+        }
     };
     let ns = summary["nsPerCall"]
         .as_f64()
         .context("loop summary without nsPerCall")?;
     Ok((ns, getpid))
+}
+
+/// One BPF program a process holds open, from its fdinfo: tag, runs, run time, and the
+/// instructions the verifier walked.
+struct ProgStats {
+    tag: String,
+    runs: u64,
+    run_time_ns: u64,
+    verified_insns: Option<u64>,
+}
+
+/// The BPF programs a process holds open (deduplicated by tag and run count).
+fn programs_of(pid: u32) -> Vec<ProgStats> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut progs: Vec<ProgStats> = Vec::new();
+    for info in dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()) {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let (Some(tag), Some(id)) = (field("prog_tag:"), field("prog_id:")) else {
+            continue;
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        if progs.iter().any(|p| p.tag == format!("{tag}#{id}")) {
+            continue;
+        }
+        progs.push(ProgStats {
+            tag: format!("{tag}#{id}"),
+            runs: num("run_cnt:").unwrap_or(0),
+            run_time_ns: num("run_time_ns:").unwrap_or(0),
+            verified_insns: num("verified_insns:"),
+        });
+    }
+    progs
+}
+
+/// A program's name from its tag, through the JIT's kallsyms entry `bpf_prog_<tag>_<name>`.
+fn program_name(kallsyms: &str, tag: &str) -> String {
+    let tag = tag.split('#').next().unwrap_or(tag);
+    let prefix = format!("bpf_prog_{tag}_");
+    kallsyms
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|sym| sym.strip_prefix(&prefix))
+        })
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Turns the kernel's BPF run-time statistics on for as long as it lives, then restores them.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn on() -> Result<BpfStats> {
+        let before = std::fs::read_to_string(Self::KNOB).ok();
+        std::fs::write(Self::KNOB, "1").with_context(|| format!("cannot write {}", Self::KNOB))?;
+        Ok(BpfStats(before))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            Self::KNOB,
+            self.0.as_deref().map_or("0", |v| v.trim()).as_bytes(),
+        );
+    }
+}
+
+/// Where a variant's time goes: each of its BPF programs' runs and average ns per run, from the
+/// kernel's own BPF run-time statistics (on only for this run), plus the instructions the
+/// verifier walked to accept it. The statistics add their own clock reads to every run: the
+/// floor's empty programs show how much.
+fn profile(name: &str, kind: &Kind, calls: u64) -> Result<Vec<Value>> {
+    let _stats = BpfStats::on()?;
+    let Some(tracer) = attach(kind)? else {
+        return Ok(Vec::new());
+    };
+    let run = run_loop(&mut workload(calls));
+    let progs = programs_of(tracer.child.id());
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let rows = progs
+        .iter()
+        .filter(|p| p.runs > 0)
+        .map(|p| {
+            json!({
+                "variant": name,
+                "program": program_name(&kallsyms, &p.tag),
+                "runs": p.runs,
+                "nsPerRun": p.run_time_ns as f64 / p.runs as f64,
+                "verifiedInsns": p.verified_insns,
+            })
+        })
+        .collect();
+    stop(tracer)?;
+    let _ = std::fs::remove_file(bench_dir().join("events.jsonl"));
+    run?;
+    Ok(rows)
 }
 
 /// Runs the `pipeline` example of sendfile-trace pinned to the tracer's CPU: one JSON line per
@@ -409,6 +519,16 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// User plus system CPU seconds a process has used (from /proc, in USER_HZ = 100 ticks).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
 fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
@@ -430,6 +550,8 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
         Ready::File(out.clone(), "\"tracer_start\""),
     )?;
     let pid = t.child.id();
+    let cpu_before = cpu_seconds(pid);
+    let wall = Instant::now();
     // The workload is left free on both CPUs so that its threads really overlap.
     let mut child = Command::new(compile::host_bin("sendfile-workload"))
         .args(["--loop", &BURST_CALLS.to_string(), "--size", SIZE])
@@ -456,6 +578,10 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     // Past the 250 ms loss poll, so that events_lost records are in before the stop.
     std::thread::sleep(Duration::from_millis(600));
     let hwm = vm_hwm_kib(pid);
+    let cpu = cpu_seconds(pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let wall = wall.elapsed().as_secs_f64();
     stop(t)?;
 
     let mut delivered = 0u64;
@@ -499,6 +625,14 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
         "lostByReason": stop_rec["lostByReason"],
         "incomplete": stop_rec["incomplete"],
         "workloadNsPerCall": summary["nsPerCall"],
+        "callsPerSecond": summary["elapsedNs"]
+            .as_f64()
+            .filter(|&ns| ns > 0.0)
+            .map(|ns| made as f64 * 1e9 / ns),
+        // The tracer's CPU time from just before the burst to just before its stop (which
+        // includes 600 ms of idle), as a share of one CPU over that time.
+        "tracerCpuSeconds": cpu,
+        "tracerCpuPercentOfOneCpu": cpu.map(|c| 100.0 * c / wall),
         "vmHwmKiB": hwm,
         "spawnToTracerStartMs": start_ts.map(|t| t.saturating_sub(spawned_ns) as f64 / 1e6),
     }))
@@ -640,6 +774,38 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         }));
     }
 
+    eprintln!("xtask: bench per-program profile (BPF run-time statistics)");
+    let mut programs = Vec::new();
+    for v in variants.iter().filter(|v| {
+        matches!(
+            v.kind,
+            Kind::Floor | Kind::Bpftrace | Kind::Ours { file: false, .. }
+        )
+    }) {
+        programs.extend(profile(&v.name, &v.kind, v.calls)?);
+    }
+    let _ = writeln!(
+        table,
+        "\nper BPF program during {} calls (kernel BPF stats; each run includes the stats' own cost):",
+        args.calls
+    );
+    let _ = writeln!(
+        table,
+        "{:<28} {:<18} {:>10} {:>10} {:>14}",
+        "variant", "program", "runs", "ns/run", "verified insns"
+    );
+    for p in &programs {
+        let _ = writeln!(
+            table,
+            "{:<28} {:<18} {:>10} {:>10.1} {:>14}",
+            p["variant"].as_str().unwrap_or(""),
+            p["program"].as_str().unwrap_or(""),
+            p["runs"].to_string(),
+            p["nsPerRun"].as_f64().unwrap_or(f64::NAN),
+            p["verifiedInsns"].to_string(),
+        );
+    }
+
     eprintln!("xtask: bench userspace throughput (decode + enrich + encode, one core)");
     let pipeline = userspace_throughput()?;
     let _ = writeln!(
@@ -671,21 +837,35 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     );
     let _ = writeln!(
         table,
-        "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>14}",
-        "ring buffer", "made", "delivered", "lost", "exact", "VmHWM KiB", "spawn→start ms"
+        "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "ring buffer",
+        "made",
+        "calls/s",
+        "delivered",
+        "lost",
+        "exact",
+        "VmHWM KiB",
+        "tracer CPU",
+        "spawn→start ms"
     );
     // "incomplete": delivered without descriptors and process context (the ring was full at
     // syscall entry but not at exit); they are in "delivered".
     for b in &bursts {
         let _ = writeln!(
             table,
-            "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>14}",
+            "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
             b["ringBufferSize"].as_str().unwrap_or(""),
             b["made"].to_string(),
+            b["callsPerSecond"]
+                .as_f64()
+                .map_or("?".into(), |r| format!("{r:.0}")),
             b["delivered"].to_string(),
             b["lost"].to_string(),
             b["exact"].to_string(),
             b["vmHwmKiB"].to_string(),
+            b["tracerCpuPercentOfOneCpu"]
+                .as_f64()
+                .map_or("?".into(), |c| format!("{c:.0}%")),
             b["spawnToTracerStartMs"]
                 .as_f64()
                 .map_or("?".into(), |m| format!("{m:.1}")),
@@ -718,6 +898,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         "variants": json_variants,
         "bursts": bursts,
         "userspace": pipeline,
+        "programs": programs,
     });
     let json_path = bench_dir().join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
