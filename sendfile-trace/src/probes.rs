@@ -97,6 +97,7 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         return Err(Error::Privileges);
     }
     system::raise_memlock_rlimit();
+    system::boost_priority();
     let order: &[Hook] = match choice {
         HookChoice::Auto => &[Hook::Kprobe, Hook::Fentry, Hook::Tracepoint],
         HookChoice::Kprobe => &[Hook::Kprobe],

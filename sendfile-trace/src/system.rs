@@ -115,6 +115,32 @@ pub fn raise_memlock_rlimit() {
     }
 }
 
+/// The nice value the daemon takes when nobody chose one for it.
+pub const BOOSTED_NICE: i32 = -10;
+
+/// Raises the daemon's CPU priority to [`BOOSTED_NICE`] if it runs at the default nice 0, as
+/// auditd does (`priority_boost`): a reader that gets only its fair share of a CPU beside
+/// busy traced threads falls behind a burst and the ring overflows. It only uses CPU when events
+/// come. A nice value chosen by whoever started it (systemd `Nice=`, `nice`) is kept. Refusal
+/// (no CAP_SYS_NICE) is one debug line.
+pub fn boost_priority() {
+    // SAFETY: plain syscalls on the calling process. getpriority can return -1 legitimately,
+    // so errno is cleared first and checked after.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if current != 0 || *libc::__errno_location() != 0 {
+            return;
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, 0, BOOSTED_NICE) != 0 {
+            log::debug!(
+                "could not raise the daemon's priority to nice {BOOSTED_NICE} ({})",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Where tracefs is expected.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 

@@ -397,15 +397,20 @@ fn programs_of(pid: u32) -> Vec<ProgStats> {
 fn program_name(kallsyms: &str, tag: &str) -> String {
     let tag = tag.split('#').next().unwrap_or(tag);
     let prefix = format!("bpf_prog_{tag}_");
-    kallsyms
+    // Identical programs (the floor's empty ones) share a tag: list every name it has.
+    let names: Vec<&str> = kallsyms
         .lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             l.split_whitespace()
                 .nth(2)
                 .and_then(|sym| sym.strip_prefix(&prefix))
         })
-        .unwrap_or("?")
-        .to_owned()
+        .collect();
+    if names.is_empty() {
+        "?".to_owned()
+    } else {
+        names.join("|")
+    }
 }
 
 /// Turns the kernel's BPF run-time statistics on for as long as it lives, then restores them.
