@@ -242,38 +242,33 @@ fn run_summary(cmd: &mut Command, case: &str) -> Result<Value> {
         .with_context(|| format!("no loop summary in the output of {cmd:?}: {text}"))
 }
 
-/// The workload pinned to [`WORKLOAD_CPU`] in loop mode.
-fn workload(calls: u64) -> Command {
+/// The workload pinned to [`WORKLOAD_CPU`] with `args`, under `strace -f` (pinned to the
+/// tracer's CPU) if `strace`.
+fn workload_with(args: &[&str], strace: bool) -> Command {
     let mut c = Command::new("taskset");
+    if strace {
+        c.args(["-c", TRACER_CPU, "strace", "-f", "-qq"])
+            .args(["-e", "trace=sendfile", "-o", "/dev/null"])
+            .arg("taskset");
+    }
     c.args(["-c", WORKLOAD_CPU])
         .arg(compile::host_bin("sendfile-workload"))
-        .args(["--loop", &calls.to_string(), "--size", SIZE]);
+        .args(args);
     c
 }
 
-/// The workload pinned to [`WORKLOAD_CPU`] making `calls` raw getpid(2) calls.
-fn getpid_workload(calls: u64) -> Command {
-    let mut c = Command::new("taskset");
-    c.args(["-c", WORKLOAD_CPU])
-        .arg(compile::host_bin("sendfile-workload"))
-        .args(["--getpid-loop", &calls.to_string()]);
-    c
+/// The workload pinned to [`WORKLOAD_CPU`] in loop mode.
+fn workload(calls: u64) -> Command {
+    workload_with(&["--loop", &calls.to_string(), "--size", SIZE], false)
 }
 
 /// ns per getpid(2) while a variant is attached.
 fn getpid_ns(kind: &Kind, calls: u64) -> Result<f64> {
-    let summary = match kind {
-        Kind::Strace => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", TRACER_CPU, "strace", "-f", "-qq"])
-                .args(["-e", "trace=sendfile", "-o", "/dev/null"])
-                .args(["taskset", "-c", WORKLOAD_CPU])
-                .arg(compile::host_bin("sendfile-workload"))
-                .args(["--getpid-loop", &calls.to_string()]);
-            run_summary(&mut c, "getpid-loop")?
-        }
-        _ => run_summary(&mut getpid_workload(calls), "getpid-loop")?,
-    };
+    let strace = matches!(kind, Kind::Strace);
+    let summary = run_summary(
+        &mut workload_with(&["--getpid-loop", &calls.to_string()], strace),
+        "getpid-loop",
+    )?;
     summary["nsPerCall"]
         .as_f64()
         .context("getpid summary without nsPerCall")
@@ -330,15 +325,10 @@ fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
         Ok(s)
     };
     let summary = match kind {
-        Kind::Strace => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", TRACER_CPU, "strace", "-f", "-qq"])
-                .args(["-e", "trace=sendfile", "-o", "/dev/null"])
-                .args(["taskset", "-c", WORKLOAD_CPU])
-                .arg(compile::host_bin("sendfile-workload"))
-                .args(["--loop", &calls.to_string(), "--size", SIZE]);
-            both(&mut c)?
-        }
+        Kind::Strace => both(&mut workload_with(
+            &["--loop", &calls.to_string(), "--size", SIZE],
+            true,
+        ))?,
         _ => {
             let tracer = attach(kind)?;
             let s = both(&mut workload(calls));
