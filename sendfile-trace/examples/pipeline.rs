@@ -10,7 +10,7 @@ use std::{collections::HashMap, hint::black_box, sync::Arc, time::Instant};
 use sendfile_trace::{
     event::{Enricher, Entry, ProcCtx},
     format::{AsRecord, Format},
-    system::WallClock,
+    kernel::system::WallClock,
 };
 use sendfile_trace_common::{
     EntryRecord, FdRecord, Hook, SendfileRecord, encode_path, entry_status, fd_flags, fd_kind,

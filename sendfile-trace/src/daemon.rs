@@ -20,12 +20,14 @@ use crate::{
     SCHEMA_VERSION,
     cli::Cli,
     error::{Error, one_line},
+    event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     event::{Enricher, Entry, ProcCtx},
-    filter::FilterSet,
-    lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
+    kernel::{
+        self as probes, LoadOptions,
+        filter::FilterSet,
+        system::{self, WallClock},
+    },
     output::{Output, WriteError, WriteResult},
-    probes::{self, LoadOptions},
-    system::{self, WallClock},
 };
 
 /// How often losses are checked (and reported within a second), the clock re-sampled and the

@@ -1,24 +1,18 @@
 //! sendfile-trace: an eBPF tracer of sendfile(2).
 //!
-//! The pipeline runs in one direction: [`probes`] loads and attaches the kernel programs,
-//! [`daemon`] reads the ring buffer, [`event`] decodes each record, [`format`] renders it (tracee,
-//! ECS, OCSF, text), [`output`] queues it for each [`sink`]; [`lifecycle`] records frame the stream.
+//! The pipeline runs in one direction, one module per stage:
+//! [`cli`] parses flags and the config file; [`kernel`] loads and attaches the kernel programs
+//! (BTF offsets, filters, system facts); [`daemon`] reads the ring buffer; [`event`] decodes each
+//! record, joins entry to exit and enriches it; [`format`] renders it (tracee, ECS, OCSF, text);
+//! [`output`] queues it for each sink and counts what it writes.
 
-pub mod btf;
 pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod docs;
 pub mod error;
 pub mod event;
-pub mod filter;
 pub mod format;
-pub mod lifecycle;
-pub mod metrics;
+pub mod kernel;
 pub mod output;
-pub mod probes;
-pub mod sink;
-pub mod system;
 
 /// Version of the JSON event contract (`schemaVersion` in every record).
 pub const SCHEMA_VERSION: u32 = 2;

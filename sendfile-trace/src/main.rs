@@ -4,9 +4,12 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use sendfile_trace::{
-    cli::{Cli, Command},
-    config::{self, Parsed},
-    daemon, docs,
+    cli::{
+        Cli, Command,
+        config::{self, Parsed},
+        generate,
+    },
+    daemon,
 };
 
 fn main() -> ExitCode {
@@ -19,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Generate { what }) = &cli.command {
-        return match docs::generate(what, &mut std::io::stdout()) {
+        return match generate::generate(what, &mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sendfile-trace: error: cannot write: {e}");

@@ -1125,13 +1125,13 @@ fn the_kubernetes_daemonset_has_what_the_tracer_needs() {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, conf).unwrap();
     for path in [path, repo_root().join("deploy/config.toml")] {
-        let parsed = sendfile_trace::config::parse_from([
+        let parsed = sendfile_trace::cli::config::parse_from([
             OsStr::new("sendfile-trace"),
             OsStr::new("--config"),
             path.as_os_str(),
         ]);
         assert!(
-            matches!(parsed, sendfile_trace::config::Parsed::Cli(_)),
+            matches!(parsed, sendfile_trace::cli::config::Parsed::Cli(_)),
             "{}: {parsed:?}",
             path.display()
         );

@@ -13,7 +13,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
 
 fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    sendfile_trace::system::ensure_tracefs()?;
+    sendfile_trace::kernel::system::ensure_tracefs()?;
     for (name, tp) in [
         ("floor_tp_exit", "sys_exit_sendfile64"),
         ("floor_tp_enter", "sys_enter_sendfile64"),
@@ -50,7 +50,7 @@ fn run() -> Result<(), String> {
     set.add(Signal::SIGTERM);
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| format!("cannot block signals: {e}"))?;
-    sendfile_trace::system::raise_memlock_rlimit();
+    sendfile_trace::kernel::system::raise_memlock_rlimit();
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
     attach(&mut ebpf)?;
     let mut out = std::io::stdout().lock();

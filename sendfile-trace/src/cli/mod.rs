@@ -1,12 +1,17 @@
 //! Command-line interface (clap derive).
 
+pub mod config;
+pub mod generate;
+
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{format::Format, sink::SinkSpec};
+use crate::{format::Format, output::sink::SinkSpec};
 
-use crate::filter::{self, FilterSet, OutType, parse_comm, parse_min_bytes, parse_pid, parse_uid};
+use crate::kernel::filter::{
+    self, FilterSet, OutType, parse_comm, parse_min_bytes, parse_pid, parse_uid,
+};
 
 /// Which kernel hook to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

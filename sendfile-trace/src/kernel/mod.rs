@@ -1,5 +1,9 @@
 //! Loading the BPF object and attaching one hook family, with the `auto` fallback order.
 
+pub mod btf;
+pub mod filter;
+pub mod system;
+
 use std::collections::HashSet;
 
 use aya::maps::HashMap as BpfHashMap;
@@ -9,7 +13,12 @@ use aya::{
 };
 use sendfile_trace_common::{Hook, names};
 
-use crate::{btf, cli::HookChoice, error::Error, error::one_line, filter::FilterSet, system};
+use crate::{
+    cli::HookChoice,
+    error::{Error, one_line},
+};
+
+use self::filter::FilterSet;
 
 /// The compiled kernel side, embedded at build time.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));

@@ -1,5 +1,8 @@
 //! Where events go: every record is rendered once in the chosen [`Format`] and handed to each
-//! sink's bounded queue (see [`crate::sink`]); the ring-buffer reader never blocks on a sink.
+//! sink's bounded queue (see [`crate::output::sink`]); the ring-buffer reader never blocks on a sink.
+
+pub mod metrics;
+pub mod sink;
 
 use std::{
     io,
@@ -15,10 +18,10 @@ use std::{
 
 use crate::{
     error::Error,
+    event::lifecycle::EventsLost,
     format::{AsRecord, Format, Record},
-    lifecycle::EventsLost,
-    metrics::Metrics,
-    sink::{self, Hangup, Line, SinkOptions, SinkSpec, SinkStats},
+    output::metrics::Metrics,
+    output::sink::{Hangup, Line, SinkOptions, SinkSpec, SinkStats},
 };
 
 /// How the output is set up (from the command line and the config file).
@@ -100,7 +103,7 @@ impl Output {
                 rotate_size: cli.rotate_size,
                 rotate_keep: cli.rotate_keep,
                 facility: cli.syslog_facility.number(),
-                host_name: crate::system::host_name(),
+                host_name: crate::kernel::system::host_name(),
             },
             metrics: cli.metrics,
         })
@@ -157,7 +160,7 @@ impl Output {
         }
         let metrics_addr = match cfg.metrics {
             Some(addr) => {
-                Some(crate::metrics::serve(addr, metrics.clone()).map_err(Error::Runtime)?)
+                Some(crate::output::metrics::serve(addr, metrics.clone()).map_err(Error::Runtime)?)
             }
             None => None,
         };

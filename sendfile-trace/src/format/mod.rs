@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::{
+    event::lifecycle::{EventsLost, TracerStart, TracerStop},
     event::{Endpoint, FdInfo, FdKind, PathInfo, SendfileEvent, SocketInfo},
-    lifecycle::{EventsLost, TracerStart, TracerStop},
 };
 
 /// ECS version the `ecs` format follows.

@@ -129,7 +129,7 @@ impl Btf {
 
     /// Reads and indexes `/sys/kernel/btf/vmlinux`.
     pub fn from_sys_fs() -> Result<Btf, String> {
-        let path = crate::system::VMLINUX_BTF;
+        let path = crate::kernel::system::VMLINUX_BTF;
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         Btf::parse(bytes).map_err(|e| format!("{path}: {e}"))
     }

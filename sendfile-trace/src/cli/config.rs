@@ -211,7 +211,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::{cli::HookChoice, format::Format, sink::SinkSpec};
+    use crate::{cli::HookChoice, format::Format, output::sink::SinkSpec};
 
     fn with_config(toml: &str, args: &[&str]) -> (tempfile::NamedTempFile, Parsed) {
         let mut f = tempfile::NamedTempFile::new().unwrap();

@@ -1,5 +1,7 @@
 //! Decoding a kernel record into the JSON event contract (Tracee's legacy field names).
 
+pub mod lifecycle;
+
 use std::{borrow::Cow, sync::Arc};
 
 use sendfile_trace_common::{
@@ -8,7 +10,7 @@ use sendfile_trace_common::{
 };
 use serde::Serialize;
 
-use crate::{SCHEMA_VERSION, system::WallClock};
+use crate::{SCHEMA_VERSION, kernel::system::WallClock};
 
 /// Per-host context added to every event.
 #[derive(Clone, Debug)]

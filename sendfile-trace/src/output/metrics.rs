@@ -18,7 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::sink::SinkStats;
+use crate::output::sink::SinkStats;
 
 type Labels = Vec<(&'static str, String)>;
 
