@@ -4,23 +4,28 @@
 //! for a slow or absent sink. When a queue is full the record is dropped and counted; the daemon
 //! reports those drops in-band as `events_lost` with `"reason":"sink"`.
 
+mod file;
+mod syslog;
+
+use self::syslog::{Syslog, Tcp, Transport, resolve};
+pub use self::{
+    file::{RotatingFile, open_log_file},
+    syslog::rfc5424,
+};
+
 use std::{
     fmt,
-    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
-    net::{TcpStream, ToSocketAddrs, UdpSocket},
-    os::unix::{
-        fs::{MetadataExt, OpenOptionsExt},
-        net::UnixDatagram,
-    },
-    path::{Path, PathBuf},
+    net::UdpSocket,
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
     str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, RecvTimeoutError},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -166,22 +171,10 @@ pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> io::Result<Box<dyn Sink>> {
             sock.connect(target)?;
             Box::new(Syslog::new(Transport::Udp(sock), opts))
         }
-        SinkSpec::SyslogTcp(addr) => Box::new(Syslog::new(
-            Transport::Tcp(Tcp {
-                addr: addr.clone(),
-                conn: None,
-                backoff: Tcp::BACKOFF_MIN,
-                next_attempt: Instant::now(),
-            }),
-            opts,
-        )),
+        SinkSpec::SyslogTcp(addr) => {
+            Box::new(Syslog::new(Transport::Tcp(Tcp::new(addr.clone())), opts))
+        }
     })
-}
-
-fn resolve(addr: &str) -> io::Result<std::net::SocketAddr> {
-    addr.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::other(format!("{addr} resolves to no address")))
 }
 
 /// Standard output, as lines.
@@ -196,245 +189,6 @@ impl Sink for Stdout {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
-    }
-}
-
-/// Opens `path` for appending: created mode 0600, never through a symlink (`O_NOFOLLOW`), and
-/// refused unless it is a regular file (an attacker's FIFO or device is not written to).
-pub fn open_log_file(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.file_type().is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    // Back to blocking writes now that we know it is a regular file.
-    nix::fcntl::fcntl(
-        &f,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
-    )
-    .map_err(io::Error::from)?;
-    Ok(f)
-}
-
-/// A file rotated by size (`FILE` → `FILE.1` → … → `FILE.N`) and reopened on SIGHUP.
-pub struct RotatingFile {
-    path: PathBuf,
-    w: BufWriter<File>,
-    size: u64,
-    rotate_size: u64,
-    keep: u32,
-}
-
-impl RotatingFile {
-    /// Opens (or creates) the file.
-    pub fn open(path: &Path, opts: &SinkOptions) -> io::Result<RotatingFile> {
-        let f = open_log_file(path)?;
-        let size = f.metadata()?.size();
-        Ok(RotatingFile {
-            path: path.to_owned(),
-            w: BufWriter::with_capacity(1 << 16, f),
-            size,
-            rotate_size: opts.rotate_size,
-            keep: opts.rotate_keep,
-        })
-    }
-
-    fn numbered(&self, n: u32) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    }
-
-    /// Shifts `FILE.i` to `FILE.i+1` (dropping the oldest), `FILE` to `FILE.1`, opens a new one.
-    fn rotate(&mut self) -> io::Result<()> {
-        self.w.flush()?;
-        if self.keep == 0 {
-            std::fs::remove_file(&self.path).or_else(ignore_missing)?;
-        } else {
-            std::fs::remove_file(self.numbered(self.keep)).or_else(ignore_missing)?;
-            for i in (1..self.keep).rev() {
-                // rename(2) never follows a symlink in its last component.
-                std::fs::rename(self.numbered(i), self.numbered(i + 1)).or_else(ignore_missing)?;
-            }
-            std::fs::rename(&self.path, self.numbered(1)).or_else(ignore_missing)?;
-        }
-        self.reopen()
-    }
-}
-
-fn ignore_missing(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
-impl Sink for RotatingFile {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
-        let len = line.bytes.len() as u64 + 1;
-        if self.rotate_size > 0 && self.size > 0 && self.size + len > self.rotate_size {
-            // logrotate's copytruncate may have emptied the file behind our back: ask first.
-            self.w.flush()?;
-            self.size = self.w.get_ref().metadata()?.size();
-            if self.size > 0 && self.size + len > self.rotate_size {
-                self.rotate()?;
-            }
-        }
-        self.w.write_all(&line.bytes)?;
-        self.w.write_all(b"\n")?;
-        self.size += len;
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
-    }
-    fn reopen(&mut self) -> io::Result<()> {
-        self.w.flush()?;
-        let f = open_log_file(&self.path)?;
-        self.size = f.metadata()?.size();
-        self.w = BufWriter::with_capacity(1 << 16, f);
-        Ok(())
-    }
-}
-
-/// A TCP syslog connection that reconnects with exponential backoff.
-struct Tcp {
-    addr: String,
-    conn: Option<BufWriter<TcpStream>>,
-    backoff: Duration,
-    next_attempt: Instant,
-}
-
-impl Tcp {
-    const BACKOFF_MIN: Duration = Duration::from_millis(100);
-    const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-    fn connect(&mut self) -> io::Result<()> {
-        let addr = resolve(&self.addr)?;
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        s.set_nodelay(true)?;
-        self.conn = Some(BufWriter::with_capacity(1 << 16, s));
-        self.backoff = Self::BACKOFF_MIN;
-        Ok(())
-    }
-
-    fn failed(&mut self) {
-        self.conn = None;
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(Self::BACKOFF_MAX);
-    }
-}
-
-enum Transport {
-    Unix(UnixDatagram, PathBuf),
-    Udp(UdpSocket),
-    Tcp(Tcp),
-}
-
-/// RFC 5424 syslog over a datagram socket, UDP or TCP (RFC 6587 octet counting).
-struct Syslog {
-    transport: Transport,
-    facility: u8,
-    host_name: String,
-    proc_id: String,
-    buf: Vec<u8>,
-}
-
-/// The RFC 5424 HOSTNAME: printable US-ASCII, at most 255 characters, or `-`.
-fn header_field(s: &str, max: usize) -> String {
-    let clean: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(max)
-        .collect();
-    if clean.is_empty() { "-".into() } else { clean }
-}
-
-impl Syslog {
-    fn new(transport: Transport, opts: &SinkOptions) -> Syslog {
-        Syslog {
-            transport,
-            facility: opts.facility,
-            host_name: header_field(&opts.host_name, 255),
-            proc_id: std::process::id().to_string(),
-            buf: Vec::with_capacity(4096),
-        }
-    }
-}
-
-/// One RFC 5424 message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG`.
-pub fn rfc5424(
-    facility: u8,
-    line: &Line,
-    host_name: &str,
-    proc_id: &str,
-    out: &mut Vec<u8>,
-) -> io::Result<()> {
-    let ts = jiff::Timestamp::from_nanosecond(line.timestamp as i128)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        .unwrap_or_else(|_| "-".into());
-    write!(
-        out,
-        "<{}>1 {ts} {host_name} sendfile-trace {proc_id} {} - ",
-        u32::from(facility) * 8 + u32::from(line.severity),
-        line.name
-    )?;
-    out.extend_from_slice(&line.bytes);
-    Ok(())
-}
-
-impl Sink for Syslog {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
-        self.buf.clear();
-        rfc5424(
-            self.facility,
-            line,
-            &self.host_name,
-            &self.proc_id,
-            &mut self.buf,
-        )?;
-        match &mut self.transport {
-            Transport::Unix(sock, path) => sock.send_to(&self.buf, &*path).map(drop),
-            Transport::Udp(sock) => sock.send(&self.buf).map(drop),
-            Transport::Tcp(tcp) => {
-                if tcp.conn.is_none() {
-                    if let Err(e) = tcp.connect() {
-                        tcp.failed();
-                        return Err(e);
-                    }
-                    log::info!("syslog+tcp://{}: connected", tcp.addr);
-                }
-                let conn = tcp.conn.as_mut().expect("connected");
-                let r =
-                    write!(conn, "{} ", self.buf.len()).and_then(|()| conn.write_all(&self.buf));
-                if r.is_err() {
-                    tcp.failed();
-                }
-                r
-            }
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        if let Transport::Tcp(tcp) = &mut self.transport
-            && let Some(c) = &mut tcp.conn
-            && let Err(e) = c.flush()
-        {
-            tcp.failed();
-            return Err(e);
-        }
-        Ok(())
-    }
-    fn ready(&mut self) -> bool {
-        match &self.transport {
-            Transport::Tcp(tcp) => tcp.conn.is_some() || Instant::now() >= tcp.next_attempt,
-            _ => true,
-        }
     }
 }
 
@@ -530,6 +284,13 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{
+        fs::OpenOptions,
+        os::unix::fs::{MetadataExt, OpenOptionsExt},
+        path::Path,
+    };
+
+    use super::syslog::header_field;
 
     #[test]
     fn specs_parse_and_bad_ones_say_what_to_write() {
