@@ -1,14 +1,17 @@
-//! Userspace throughput (`cargo xtask bench`, item 4): decode + enrich + encode of recorded
+//! Userspace throughput (`cargo xtask bench`): decode + join + enrich + encode of recorded
 //! ring-buffer records on one core, for each output format. Prints one JSON line per format.
 //!
 //! The records are what the kernel side writes for nginx-like calls: an entry record (a file
 //! with a 5-component path to a TCP socket) and an exit record per call; one call in 64 carries
 //! the full process part, the others leave it out (`PROC_CACHED`), as in steady state.
 
-use std::{collections::HashMap, hint::black_box, sync::Arc, time::Instant};
+use std::{hint::black_box, time::Instant};
 
 use sendfile_trace::{
-    event::{Enricher, Entry, ProcCtx},
+    event::{
+        Enricher,
+        join::{Join, Joined},
+    },
     format::{AsRecord, Format},
     kernel::system::WallClock,
 };
@@ -114,24 +117,17 @@ fn main() {
         ("ocsf", Format::Ocsf),
         ("text", Format::Text),
     ] {
-        let mut procs: HashMap<u32, Arc<ProcCtx>> = HashMap::new();
-        let mut pending: HashMap<u64, Entry> = HashMap::new();
+        let mut join = Join::default();
         let mut line = Vec::with_capacity(4096);
         let mut bytes = 0usize;
         let start = Instant::now();
         for (entry_bytes, exit_bytes) in &calls {
-            // Decode and join, as the daemon does.
-            let (rec, tail) = EntryRecord::from_bytes(entry_bytes).expect("entry record");
-            let mut entry = Entry::new(rec, tail.to_vec());
-            let tgid = (rec.pid_tgid >> 32) as u32;
-            if entry.proc_cached() {
-                entry.proc = procs.get(&tgid).cloned();
-            } else if let Some(p) = &entry.proc {
-                procs.insert(tgid, p.clone());
-            }
-            pending.insert(rec.pid_tgid, entry);
-            let r = SendfileRecord::from_bytes(exit_bytes).expect("exit record");
-            let entry = pending.remove(&r.pid_tgid);
+            // Decode and join with the daemon's own code.
+            let now = Instant::now();
+            assert!(matches!(join.push(entry_bytes, now), Joined::Waiting));
+            let Joined::Call(r, entry) = join.push(exit_bytes, now) else {
+                panic!("exit record did not complete a call");
+            };
             // Enrich and encode.
             let event = enricher.event(&r, entry.as_ref());
             line.clear();

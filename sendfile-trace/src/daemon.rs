@@ -1,16 +1,13 @@
 //! The daemon: attach, then read → decode → enrich → write until a signal or a closed output.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     os::fd::AsFd,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use sendfile_trace_common::{
-    DropRecord, EntryRecord, SendfileRecord, kind, lost, names, record_kind,
-};
+use sendfile_trace_common::{lost, names};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -21,7 +18,10 @@ use crate::{
     cli::Cli,
     error::{Error, one_line},
     event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
-    event::{Enricher, Entry, ProcCtx},
+    event::{
+        Enricher,
+        join::{Join, Joined},
+    },
     kernel::{
         self as probes, LoadOptions,
         filter::FilterSet,
@@ -66,12 +66,8 @@ struct Pipeline {
     events: u64,
     lost_map: PerCpuArray<MapData, u64>,
     lost_seen: [u64; lost::COUNT as usize],
-    /// Entry records waiting for their exit record, by thread.
-    pending: HashMap<u64, Entry>,
-    /// Events written without their entry record.
-    incomplete: u64,
-    /// The process part of each process's last full entry record, and when it was last used.
-    procs: HashMap<u32, (Arc<ProcCtx>, Instant)>,
+    /// The entry/exit join and the kept process parts.
+    join: Join,
     /// The kernel's record of which processes `procs` holds.
     proc_cache: BpfHashMap<MapData, u32, [u64; 6]>,
 }
@@ -91,80 +87,27 @@ impl Pipeline {
 
     /// Handles one ring-buffer record: an entry waits for its exit; an exit becomes an event.
     fn handle(&mut self, item: &[u8]) -> WriteResult {
-        let bad = |what: &str| {
-            log::error!(
+        match self.join.push(item, Instant::now()) {
+            Joined::Waiting => {}
+            Joined::Call(r, entry) => {
+                self.out.write(&self.enricher.event(&r, entry.as_ref()))?;
+                self.events += 1;
+            }
+            Joined::Malformed(what) => log::error!(
                 "malformed {what} record of {} bytes in the ring buffer: skipped (BPF object and \
                  daemon disagree)",
                 item.len()
-            )
-        };
-        match record_kind(item) {
-            Some(kind::ENTRY) => match EntryRecord::from_bytes(item) {
-                Some((rec, tail)) => {
-                    let mut entry = Entry::new(rec, tail.to_vec());
-                    let tgid = (rec.pid_tgid >> 32) as u32;
-                    let now = Instant::now();
-                    if entry.proc_cached() {
-                        entry.proc = self.procs.get_mut(&tgid).map(|(p, seen)| {
-                            *seen = now;
-                            p.clone()
-                        });
-                    } else if let Some(p) = &entry.proc {
-                        self.procs.insert(tgid, (p.clone(), now));
-                    }
-                    // A thread makes one call at a time: an older entry of it never got an exit.
-                    self.pending.insert(rec.pid_tgid, entry);
-                }
-                None => bad("entry"),
-            },
-            Some(kind::EXIT) => match SendfileRecord::from_bytes(item) {
-                Some(r) => {
-                    let entry = self
-                        .pending
-                        .remove(&r.pid_tgid)
-                        .filter(|e| e.rec.start_ns == r.start_ns);
-                    if entry.is_none() {
-                        self.incomplete += 1;
-                    }
-                    self.out.write(&self.enricher.event(&r, entry.as_ref()))?;
-                    self.events += 1;
-                }
-                None => bad("exit"),
-            },
-            Some(kind::DROP) => match DropRecord::from_bytes(item) {
-                Some(d) => {
-                    if self
-                        .pending
-                        .get(&d.pid_tgid)
-                        .is_some_and(|e| e.rec.start_ns == d.start_ns)
-                    {
-                        self.pending.remove(&d.pid_tgid);
-                    }
-                }
-                None => bad("drop"),
-            },
-            _ => bad("unknown"),
+            ),
         }
         Ok(())
     }
 
-    /// Bounds `procs`: past [`PROCS_KEPT`] processes, forgets those unused for [`PROC_IDLE`],
-    /// telling the kernel first so that it sends their next record in full.
+    /// Bounds the kept process parts: past [`PROCS_KEPT`] processes, forgets those unused for
+    /// [`PROC_IDLE`], telling the kernel too so that it sends their next record in full.
     fn trim_procs(&mut self) {
-        if self.procs.len() <= PROCS_KEPT {
-            return;
-        }
-        let now = Instant::now();
-        let idle: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|(_, (_, seen))| now.duration_since(*seen) > PROC_IDLE)
-            .map(|(tgid, _)| *tgid)
-            .collect();
-        for tgid in idle {
+        for tgid in self.join.trim_procs(PROCS_KEPT, PROC_IDLE, Instant::now()) {
             // Not in the kernel map any more (LRU eviction) is fine too.
             let _ = self.proc_cache.remove(&tgid);
-            self.procs.remove(&tgid);
         }
     }
 
@@ -256,9 +199,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         events: 0,
         lost_map,
         lost_seen: [0; lost::COUNT as usize],
-        pending: HashMap::new(),
-        incomplete: 0,
-        procs: HashMap::new(),
+        join: Join::default(),
         proc_cache,
     };
     if let Err(e) = startup {
@@ -328,7 +269,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 events: p.events,
                 lost: lost_by_reason.values().sum(),
                 lost_by_reason,
-                incomplete: p.incomplete,
+                incomplete: p.join.incomplete,
                 schema_version: SCHEMA_VERSION,
             };
             p.out.write(&stop)

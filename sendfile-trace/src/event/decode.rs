@@ -1,0 +1,257 @@
+//! Decoding the kernel's records: the entry record and its tail (paths, socket ends, the
+//! process part), and a descriptor record into its [`FdInfo`].
+
+use std::{borrow::Cow, sync::Arc};
+
+use sendfile_trace_common::{EntryRecord, FdRecord, Seg, fd_flags, fd_kind, fd_reason};
+
+use super::*;
+
+/// The comm bytes up to the first NUL.
+pub fn comm_bytes(comm: &[u8]) -> &[u8] {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    &comm[..end]
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The entry record of a call and its tail, as read from the ring.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The fixed part.
+    pub rec: EntryRecord,
+    /// Paths and names.
+    pub tail: Vec<u8>,
+    /// The process part: decoded from this record, or, when the kernel left it out
+    /// (`PROC_CACHED`), the one kept from the process's last full record; `None` if that is
+    /// unknown.
+    pub proc: Option<Arc<ProcCtx>>,
+}
+
+/// The per-process part of an entry record, kept by tgid for the records that leave it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcCtx {
+    /// Thread group id in the process's pid namespace.
+    pub ns_tgid: u32,
+    /// Parent's tgid in that namespace.
+    pub ns_ppid: u32,
+    /// Parent's tgid in the host namespace.
+    pub host_ppid: u32,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+    /// Pid namespace inode.
+    pub pid_ns: u32,
+    /// The executable.
+    pub executable: Option<Executable>,
+    /// Container id from the cgroup names.
+    pub container_id: Option<String>,
+}
+
+impl Entry {
+    /// An entry from the ring: decodes its process part unless the kernel left it out.
+    pub fn new(rec: EntryRecord, tail: Vec<u8>) -> Entry {
+        let mut e = Entry {
+            rec,
+            tail,
+            proc: None,
+        };
+        if rec.flags & fd_flags::PROC_CACHED == 0 {
+            e.proc = Some(Arc::new(e.decode_proc()));
+        }
+        e
+    }
+
+    /// Whether the kernel left the process part out.
+    pub fn proc_cached(&self) -> bool {
+        self.rec.flags & fd_flags::PROC_CACHED != 0
+    }
+
+    fn decode_proc(&self) -> ProcCtx {
+        let r = &self.rec;
+        let executable = (r.flags & fd_flags::NO_EXE == 0).then(|| {
+            let (path, path_hex) = text(&self.path(r.exe));
+            Executable {
+                path,
+                path_hex,
+                truncated: r.flags & fd_flags::EXE_TRUNCATED != 0,
+            }
+        });
+        let container_id = [r.cgroup_name, r.cgroup_parent]
+            .into_iter()
+            .find_map(|s| container_id_of(&String::from_utf8_lossy(self.seg(s))));
+        ProcCtx {
+            ns_tgid: r.ns_tgid,
+            ns_ppid: r.ns_ppid,
+            host_ppid: r.host_ppid,
+            mnt_ns: r.mnt_ns,
+            pid_ns: r.pid_ns,
+            executable,
+            container_id,
+        }
+    }
+
+    fn seg(&self, s: Seg) -> &[u8] {
+        self.tail
+            .get(s.off as usize..s.off as usize + s.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// A path from its leaf-first components.
+    fn path(&self, s: Seg) -> Vec<u8> {
+        let mut parts = Vec::new();
+        let mut b = self.seg(s);
+        while let Some((&len, rest)) = b.split_first() {
+            let len = (len as usize).min(rest.len());
+            parts.push(&rest[..len]);
+            b = &rest[len..];
+        }
+        let mut path = Vec::with_capacity(s.len as usize + 1);
+        for p in parts.iter().rev() {
+            path.push(b'/');
+            path.extend_from_slice(p);
+        }
+        if path.is_empty() {
+            path.push(b'/');
+        }
+        path
+    }
+}
+
+/// Text of attacker-controlled bytes, and their hex when they are not UTF-8.
+pub(super) fn text(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex(bytes)),
+        ),
+    }
+}
+
+/// `stat(2)`'s `st_dev` for a kernel `dev_t` (major << 20 | minor), as glibc's `makedev`.
+pub fn st_dev(kdev: u32) -> u64 {
+    let (major, minor) = (u64::from(kdev >> 20), u64::from(kdev & 0xf_ffff));
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+pub(super) fn family_name(f: u16) -> Cow<'static, str> {
+    match f {
+        1 => "AF_UNIX".into(),
+        2 => "AF_INET".into(),
+        10 => "AF_INET6".into(),
+        16 => "AF_NETLINK".into(),
+        17 => "AF_PACKET".into(),
+        40 => "AF_VSOCK".into(),
+        n => format!("AF_{n}").into(),
+    }
+}
+
+pub(super) fn protocol_name(family: u16, protocol: u16, sock_type: u16) -> Cow<'static, str> {
+    if family == 1 {
+        return match sock_type {
+            1 => "STREAM".into(),
+            2 => "DGRAM".into(),
+            5 => "SEQPACKET".into(),
+            t => format!("TYPE_{t}").into(),
+        };
+    }
+    match protocol {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        136 => "UDPLITE".into(),
+        262 => "MPTCP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMPV6".into(),
+        255 => "RAW".into(),
+        p => format!("IPPROTO_{p}").into(),
+    }
+}
+
+pub(super) fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<Endpoint> {
+    let ip: std::net::IpAddr = if family == 2 {
+        std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+    } else {
+        std::net::Ipv6Addr::from(*addr).into()
+    };
+    (!ip.is_unspecified() || port != 0).then(|| Endpoint::Inet {
+        ip: ip.to_string(),
+        port,
+    })
+}
+
+pub(super) fn unix_endpoint(raw: &[u8]) -> Option<Endpoint> {
+    let bytes: Vec<u8> = match raw.split_first() {
+        None => return None,
+        // Abstract namespace: a leading NUL, then exact bytes (shown as `@name`).
+        Some((0, rest)) => std::iter::once(b'@').chain(rest.iter().copied()).collect(),
+        Some(_) => raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())].to_vec(),
+    };
+    let (path, path_hex) = text(&bytes);
+    Some(Endpoint::Unix { path, path_hex })
+}
+
+pub(super) fn fd_info(fd: i32, e: &Entry, r: &FdRecord) -> FdInfo {
+    let path_info = || {
+        let (path, path_hex) = text(&e.path(r.path));
+        PathInfo {
+            path,
+            path_hex,
+            truncated: r.flags & fd_flags::PATH_TRUNCATED != 0,
+            inode: r.ino,
+            dev: st_dev(r.dev),
+            deleted: r.flags & fd_flags::DELETED != 0,
+        }
+    };
+    let kind = match r.kind {
+        fd_kind::FILE => FdKind::File(path_info()),
+        fd_kind::CHARDEV => FdKind::Chardev(path_info()),
+        fd_kind::OTHER => FdKind::Other(path_info()),
+        fd_kind::PIPE => FdKind::Pipe { inode: r.ino },
+        fd_kind::ANON_INODE => FdKind::AnonInode {
+            name: String::from_utf8_lossy(e.seg(r.path)).into_owned(),
+        },
+        fd_kind::SOCKET => {
+            let (local, remote) = match r.family {
+                2 | 10 => (
+                    inet_endpoint(r.family, &r.local_addr, r.local_port),
+                    inet_endpoint(r.family, &r.remote_addr, r.remote_port),
+                ),
+                1 => (
+                    unix_endpoint(e.seg(r.local_path)),
+                    unix_endpoint(e.seg(r.remote_path)),
+                ),
+                _ => (None, None),
+            };
+            FdKind::Socket(SocketInfo {
+                family: family_name(r.family).into_owned(),
+                protocol: protocol_name(r.family, r.protocol, r.sock_type).into_owned(),
+                inode: r.ino,
+                local,
+                remote,
+            })
+        }
+        _ => FdKind::Unknown {
+            reason: fd_reason::NAMES
+                .get(r.reason as usize)
+                .copied()
+                .unwrap_or("unknown")
+                .to_owned(),
+        },
+    };
+    FdInfo { fd, kind }
+}
+
+pub(super) fn unresolved(fd: i32, reason: &str) -> FdInfo {
+    FdInfo {
+        fd,
+        kind: FdKind::Unknown {
+            reason: reason.to_owned(),
+        },
+    }
+}
