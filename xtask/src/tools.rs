@@ -84,6 +84,8 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
+            // Another apt (a second xtask, unattended-upgrades) may hold the lock: wait for it.
+            .args(["-o", "DPkg::Lock::Timeout=600"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
