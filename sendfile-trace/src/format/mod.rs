@@ -6,6 +6,7 @@
 //! escapes control and bidirectional characters the way strace does.
 
 mod ecs;
+pub mod json;
 mod ocsf;
 mod text;
 mod tracee;
@@ -144,8 +145,8 @@ impl Format {
     pub fn render(&self, rec: Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
             Format::Tracee => tracee::write(rec, out),
-            Format::Ecs => serde_json::to_writer(out, &ecs(rec)),
-            Format::Ocsf => serde_json::to_writer(out, &ocsf(rec)),
+            Format::Ecs => json::write(out, &ecs(rec)),
+            Format::Ocsf => json::write(out, &ocsf(rec)),
             Format::Text => {
                 out.extend_from_slice(text(rec).as_bytes());
                 Ok(())
