@@ -1,25 +1,47 @@
 //! Locates the BPF object built by `cargo xtask build-ebpf` and hands its path to the crate,
 //! which embeds it with `include_bytes_aligned!`.
+//!
+//! As aya's own `test/integration-test/build.rs` explains, `cargo check`, clippy and
+//! rust-analyzer must work on a fresh clone, before the eBPF crate was ever built (it needs a
+//! pinned nightly and bpf-linker, which `cargo xtask` installs). So when the object is missing
+//! and nobody asked for a specific one, this embeds an empty stub and says so with a
+//! `cargo:warning`; a binary built that way refuses to start with a one-line reason
+//! (`kernel::BPF_OBJECT_MISSING`). A path named by `SENDFILE_TRACE_BPF_OBJECT` must exist.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SENDFILE_TRACE_BPF_OBJECT");
-    let path = match std::env::var_os("SENDFILE_TRACE_BPF_OBJECT") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/bpf/bpfel-unknown-none/release/sendfile-trace"),
+    let (path, explicit) = match std::env::var_os("SENDFILE_TRACE_BPF_OBJECT") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/bpf/bpfel-unknown-none/release/sendfile-trace"),
+            false,
+        ),
     };
     println!("cargo:rerun-if-changed={}", path.display());
-    if !path.is_file() {
+    let embedded = if path.is_file() {
+        path
+    } else if explicit {
         panic!(
-            "the BPF object {} is missing: build it with `cargo xtask build-ebpf` \
-             (or build everything with `cargo xtask build`)",
+            "SENDFILE_TRACE_BPF_OBJECT names {}, which is not a file: build it with \
+             `cargo xtask build-ebpf`",
             path.display()
         );
-    }
+    } else {
+        println!(
+            "cargo:warning=BPF object {} not built yet: embedding an empty stub (fine for check, \
+             clippy and docs; `cargo xtask build` builds the real tracer)",
+            path.display()
+        );
+        let stub = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
+            .join("sendfile-trace-bpf-stub.o");
+        std::fs::write(&stub, b"").expect("cannot write the stub BPF object to OUT_DIR");
+        stub
+    };
     println!(
         "cargo:rustc-env=SENDFILE_TRACE_BPF_OBJECT={}",
-        path.display()
+        embedded.display()
     );
 }

@@ -9,8 +9,7 @@ use aya::{
 };
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-/// The same compiled kernel side the daemon embeds.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
+use sendfile_trace::kernel::{BPF_OBJECT, BPF_OBJECT_MISSING};
 
 fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
     sendfile_trace::kernel::system::ensure_tracefs()?;
@@ -50,6 +49,9 @@ fn run() -> Result<(), String> {
     set.add(Signal::SIGTERM);
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    if BPF_OBJECT.is_empty() {
+        return Err(BPF_OBJECT_MISSING.into());
+    }
     sendfile_trace::kernel::system::raise_memlock_rlimit();
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
     attach(&mut ebpf)?;

@@ -20,8 +20,12 @@ use crate::{
 
 use self::filter::FilterSet;
 
-/// The compiled kernel side, embedded at build time.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
+/// The compiled kernel side, embedded at build time (empty when built without it: see build.rs).
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
+
+/// Why a binary built before its BPF object cannot trace.
+pub const BPF_OBJECT_MISSING: &str = "this binary was built without its kernel programs (the BPF \
+     object was missing at build time): build it with `cargo xtask build`";
 
 /// The 64-bit syscall function with syscall wrappers (`struct pt_regs *` argument).
 const X64_FN: &str = "__x64_sys_sendfile64";
@@ -102,6 +106,9 @@ impl Attached {
 
 /// Loads the object and attaches the chosen hook; with `auto`, falls back in order.
 pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> {
+    if BPF_OBJECT.is_empty() {
+        return Err(Error::Load(BPF_OBJECT_MISSING.into()));
+    }
     if !system::has_bpf_privileges() {
         return Err(Error::Privileges);
     }
