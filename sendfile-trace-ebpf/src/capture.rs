@@ -218,6 +218,7 @@ pub fn enter(args: Args, hook: u32) {
         count: args.count,
         out_fd: args.out_fd,
         in_fd: args.in_fd,
+        // SAFETY: a helper call without preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() },
         flags: f,
         syscall_nr: args.syscall_nr,
@@ -348,6 +349,7 @@ pub fn exit(ret: i64) {
         end_ns: unsafe { bpf_ktime_get_boot_ns() },
         pid_tgid,
         uid_gid: bpf_get_current_uid_gid(),
+        // SAFETY: a helper call without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         offset_ptr: entry.offset_ptr,
         offset_before: entry.offset_before,

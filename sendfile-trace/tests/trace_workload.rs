@@ -362,6 +362,7 @@ fn a_full_ring_buffer_is_counted_exactly_never_silently() {
         ],
     );
     assert_eq!(summary[0]["calls"], CALLS);
+    // SAFETY: kill has no memory preconditions; the pid is our own child, still unreaped.
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
     // Losses are reported within a second.
     std::thread::sleep(Duration::from_millis(1200));

@@ -66,9 +66,9 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// These tests load BPF programs: they must run as root, and fail loudly otherwise.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the integration tests load eBPF programs: run them as root"
     );
 }
