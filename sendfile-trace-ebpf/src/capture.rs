@@ -2,6 +2,7 @@
 //! entry record at syscall entry; emit one exit record at syscall exit.
 
 use aya_ebpf::{
+    Global,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
@@ -11,6 +12,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
+use aya_log_ebpf::warn;
 use sendfile_trace_common::{
     DropRecord, EntryRecord, Filters, InFlight, MAX_CGROUP_FILTERS, MAX_FILTER_VALUES,
     SendfileRecord, TAIL_SIZE, TAIL_SLACK, entry_status, fd_kind, filter, flags, kind, lost,
@@ -59,7 +61,7 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The tracer's own tgid (set at load): its own calls are not traced.
 #[unsafe(no_mangle)]
-static TRACER_TGID: u32 = 0;
+static TRACER_TGID: Global<u32> = Global::new(0);
 
 /// The filters (set at load).
 #[unsafe(no_mangle)]
@@ -75,10 +77,12 @@ static FILTERS: Filters = Filters {
 /// Wake the reader only once this many bytes wait in the ring (set at load); below it the
 /// reader polls on its own timer. One wakeup per record would cost more than the record.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 1 << 20;
+static WAKEUP_BYTES: Global<u64> = Global::new(1 << 20);
 
 const EEXIST: i32 = 17;
 
+/// One field of a struct global (`FILTERS`), read alone: `Global::load` would copy the whole
+/// struct, cgroup table included, onto the BPF stack. Scalars are `Global`s.
 macro_rules! global {
     ($e:expr) => {
         // SAFETY: read-only globals that userspace sets before load.
@@ -86,11 +90,34 @@ macro_rules! global {
     };
 }
 
+/// Counts a loss; the first one of each reason on a CPU is also logged (aya-log, shown with
+/// `-v`). The log level is a frozen load-time global, so without `-v` the verifier sees the log
+/// branch as dead and neither verifies nor runs it: the counting path costs what it did.
 #[inline(always)]
 fn count_lost(reason: u32) {
     if let Some(p) = LOST.get_ptr_mut(reason) {
         // SAFETY: a per-CPU slot: nothing else on this CPU writes it concurrently with us.
-        unsafe { *p += 1 };
+        let n = unsafe {
+            *p += 1;
+            *p
+        };
+        if n == 1 {
+            // `reason` is a constant at every call site, so one branch remains.
+            match reason {
+                lost::RING_BUFFER_FULL => warn!(
+                    &(),
+                    "ring buffer full: records lost (counted in events_lost; first on this CPU)"
+                ),
+                lost::IN_FLIGHT_FULL => warn!(
+                    &(),
+                    "in-flight map full: a call not followed (counted; first on this CPU)"
+                ),
+                _ => warn!(
+                    &(),
+                    "an exit was never seen: a call lost (counted as missed_exit; first on this CPU)"
+                ),
+            }
+        }
     }
 }
 
@@ -106,7 +133,7 @@ fn wakeup(size: u64, reserved: bool) -> u64 {
     } else {
         (avail, avail + size)
     };
-    let threshold = global!(WAKEUP_BYTES);
+    let threshold = WAKEUP_BYTES.load();
     if before < threshold && after >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -176,7 +203,7 @@ fn admitted(enabled: u32, pid_tgid: u64) -> bool {
 #[inline(always)]
 pub fn enter(args: Args, hook: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == global!(TRACER_TGID) {
+    if (pid_tgid >> 32) as u32 == TRACER_TGID.load() {
         return;
     }
     let enabled = global!(FILTERS.enabled);

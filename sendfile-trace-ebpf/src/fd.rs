@@ -1,6 +1,7 @@
 //! Resolving a descriptor from the caller's fd table at syscall entry: kind, path across mounts,
 //! inode, device, deletion, and socket endpoints.
 
+use aya_log_ebpf::debug;
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use sendfile_trace_common::{
     FILE_WINDOW, FdRecord, INODE_WINDOW, PATH_BUDGET, PATH_DEPTH, Seg, TAIL_SIZE, fd_flags,
@@ -274,6 +275,15 @@ fn word<const N: usize>(w: &[u64; N], start: u64, field: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Marks `r` unresolved because a kernel read failed, and says so in the log (`-v`; a dead
+/// branch for the verifier without it, see `capture::count_lost`).
+#[inline(always)]
+fn read_failed(r: &mut FdRecord) {
+    r.kind = fd_kind::UNKNOWN;
+    r.reason = fd_reason::READ_FAILED;
+    debug!(&(), "a kernel read failed while resolving a descriptor: reported unresolved");
+}
+
 /// Fills `r` for a descriptor already looked up as `found` (a file, or why there is none).
 #[inline(always)]
 pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
@@ -287,8 +297,7 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
     let fw = off!(file_window);
     let iw = off!(inode_mode);
     let Some(f) = read::<[u64; FILE_WINDOW as usize / 8]>(file, fw) else {
-        r.kind = fd_kind::UNKNOWN;
-        r.reason = fd_reason::READ_FAILED;
+        read_failed(r);
         return;
     };
     let inode = word(&f, fw, off!(file_inode));
@@ -299,8 +308,7 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         .filter(|&inode| inode != 0)
         .and_then(|inode| read::<[u64; INODE_WINDOW as usize / 8]>(inode, iw))
     else {
-        r.kind = fd_kind::UNKNOWN;
-        r.reason = fd_reason::READ_FAILED;
+        read_failed(r);
         return;
     };
     let mode = (i[0] & 0xffff) as u32;
@@ -322,8 +330,7 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         return;
     }
     if mnt == 0 || dentry == 0 {
-        r.kind = fd_kind::UNKNOWN;
-        r.reason = fd_reason::READ_FAILED;
+        read_failed(r);
         return;
     }
     if kind == fd_kind::ANON_INODE {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya_log::EbpfLogger;
 use sendfile_trace_common::{lost, names};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -138,6 +139,13 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         ring_buffer_size: cli.ring_buffer_size,
         tracer_tgid: std::process::id(),
         filters,
+        // The kernel side logs its rare paths (first loss per CPU, failed kernel reads) only
+        // with -v: off, its log branches are dead code for the verifier.
+        kernel_log_level: match cli.verbose {
+            0 => 0,
+            1 => aya_log::Level::Debug as u8,
+            _ => aya_log::Level::Trace as u8,
+        },
     };
     let mut attached = probes::attach(cli.hook, opts)?;
     log::info!(
@@ -166,6 +174,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let signal_err = |e: std::io::Error| Error::Runtime(format!("cannot handle signals: {e}"));
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut kernel_log = kernel_logger(&mut attached.ebpf, cli.verbose > 0)?;
 
     let host_name = system::host_name();
     let kernel_release = system::kernel_release();
@@ -240,6 +249,13 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                     .and_then(|()| p.report_losses())
                     .and_then(|()| p.out.flush())
             }
+            guard = readable(&mut kernel_log) => {
+                let mut guard = guard
+                    .map_err(|e| Error::Runtime(format!("polling the kernel log: {e}")))?;
+                guard.clear_ready();
+                guard.get_inner_mut().flush();
+                Ok(())
+            }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
         };
@@ -281,6 +297,32 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
             Ok(())
         }
         Err(e) => finish(e),
+    }
+}
+
+/// The kernel side's log (aya-log), read when `-v` asked for it.
+type KernelLog = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
+
+fn kernel_logger(ebpf: &mut aya::Ebpf, wanted: bool) -> Result<Option<KernelLog>, Error> {
+    if !wanted {
+        return Ok(None);
+    }
+    let logger = EbpfLogger::init(ebpf)
+        .map_err(|e| Error::Load(format!("the kernel log: {}", one_line(&e))))?;
+    // SAFETY: the log ring's fd stays open and unchanged for the AsyncFd's whole life: the
+    // EbpfLogger owns it and only the AsyncFd owns the EbpfLogger.
+    unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map(Some)
+        .map_err(|e| Error::Runtime(format!("cannot poll the kernel log: {}", e.into_parts().1)))
+}
+
+/// Waits until the kernel log has records; never, without one.
+async fn readable(
+    log: &mut Option<KernelLog>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, EbpfLogger<&'static dyn log::Log>>> {
+    match log {
+        Some(l) => l.readable_mut().await,
+        None => std::future::pending().await,
     }
 }
 

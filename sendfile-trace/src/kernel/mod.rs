@@ -47,6 +47,8 @@ pub struct LoadOptions {
     pub tracer_tgid: u32,
     /// Kernel filters.
     pub filters: FilterSet,
+    /// Level of the kernel side's own log (aya-log; 0 = off, else `aya_log::Level` as u8).
+    pub kernel_log_level: u8,
 }
 
 impl LoadOptions {
@@ -164,6 +166,7 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::FILTERS, &filters, true)
         .override_global(names::WAKEUP_BYTES, &wakeup, true)
+        .override_global(aya_log::LEVEL, &opts.kernel_log_level, true)
         .load(BPF_OBJECT)
         .map_err(|e| {
             let msg = one_line(&e);
