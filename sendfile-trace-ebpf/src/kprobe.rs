@@ -1,4 +1,4 @@
-//! kprobe + kretprobe on the syscall functions: the design's hook. Taxes only sendfile.
+//! kprobe + kretprobe on the syscall functions: the preferred hook: it taxes only sendfile.
 
 use aya_ebpf::{
     macros::{kprobe, kretprobe},

@@ -1,7 +1,7 @@
 //! Kernel side of sendfile-trace.
 //!
 //! Three probe families capture the same call; userspace attaches exactly one of them:
-//! [`kprobe`] (kprobe + kretprobe on the syscall function, the design's hook), [`fentry`]
+//! [`kprobe`] (kprobe + kretprobe on the syscall function, tried first), [`fentry`]
 //! (fentry + fexit on the same functions) and [`tracepoint`] (syscall tracepoints, plus raw
 //! `sys_enter`/`sys_exit` for 32-bit tasks). All of them funnel into [`capture`].
 #![no_std]

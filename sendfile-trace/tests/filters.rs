@@ -1,4 +1,4 @@
-//! The kernel-side filters (issue 4): `--pid`, `--comm`, `--uid`, `--cgroup`, `--container`,
+//! The kernel-side filters: `--pid`, `--comm`, `--uid`, `--cgroup`, `--container`,
 //! `--errors-only`, `--min-bytes`, `--out-type`. Each test runs workloads that the filter must
 //! admit beside workloads (or calls) it must drop, in the same tracer run, and checks that
 //! exactly the admitted calls have events — every field compared — and no other call does.

@@ -367,7 +367,7 @@ fn nginx_sendfile_matches_strace_one_for_one() {
     }
     assert!(
         issue4.is_empty(),
-        "issue-4 fields: {} fd object(s) of nginx's calls differ from strace -yy:\n{}",
+        "descriptor and process fields: {} fd object(s) of nginx's calls differ from strace -yy:\n{}",
         issue4.len(),
         issue4.join("\n")
     );

@@ -229,7 +229,7 @@ fn strace_as_an_independent_oracle_agrees() {
     }
     assert!(
         issue4.is_empty(),
-        "issue-4 fields: {} fd object(s) differ from strace -yy:\n{}",
+        "descriptor and process fields: {} fd object(s) differ from strace -yy:\n{}",
         issue4.len(),
         issue4.join("\n")
     );

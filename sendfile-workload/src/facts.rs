@@ -1,5 +1,5 @@
 //! What the workload knows about its own descriptors and process, captured right before a call,
-//! in the shape of the tracer's `inFd` / `outFd` objects and process context (issue 4), so a test
+//! in the shape of the tracer's `inFd` / `outFd` objects and process context, so a test
 //! can compare the two exactly.
 //!
 //! Everything here comes from the workload's own view: `fstat`, the paths it opened itself
@@ -358,7 +358,7 @@ fn name(fd: RawFd, f: NameFn) -> Option<Endpoint> {
     }
 }
 
-/// Process facts the tracer reports too (issue 4).
+/// Process facts the tracer reports too.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessFacts {

@@ -139,7 +139,7 @@ pub struct Cell {
 
 /// The test runs of a cell, as (guest binary name, test name filters): every call under one
 /// hook; for auto, the fallback, hostile names, loss accounting and the strace oracle, then the
-/// nginx test and the filter tests (issue 4).
+/// nginx test and the filter tests.
 fn cell_tests(hook: &str) -> Vec<(&'static str, &'static str)> {
     if hook == "auto" {
         vec![
@@ -297,7 +297,7 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
     if !failed.is_empty() {
         bail!("matrix cells failed: {}", failed.join(", "));
     }
-    // The hook the design calls for must pass on every VM kernel.
+    // kprobe, the hook `auto` tries first, must pass on every VM kernel.
     for c in cells
         .iter()
         .filter(|c| c.kernel != "host" && c.hook == "kprobe")

@@ -525,8 +525,8 @@ pub fn compare(records: &[Value], calls: &[Value], hook: &str, comm: &[u8], wind
 
 /// [`compare`] for a workload whose events must carry `containerId` = `container_id`.
 ///
-/// The fields of issue 4 (fd objects, process context) are compared after all the others, and
-/// their mismatches are reported together in one panic that starts with "issue-4 fields".
+/// The descriptor and process fields (fd objects, process context) are compared after all the others, and
+/// their mismatches are reported together in one panic that starts with "descriptor and process fields".
 pub fn compare_in(
     records: &[Value],
     calls: &[Value],
@@ -626,7 +626,7 @@ pub fn compare_in(
     }
     assert!(
         issue4.is_empty(),
-        "issue-4 fields: {} mismatch(es) with what workload {pid} knew:\n{}",
+        "descriptor and process fields: {} mismatch(es) with what workload {pid} knew:\n{}",
         issue4.len(),
         issue4.join("\n")
     );
@@ -638,7 +638,7 @@ pub fn tick_ns() -> u64 {
     1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
 }
 
-/// Adds to `out` each issue-4 field of event `e` that differs from what the workload knew of
+/// Adds to `out` each descriptor or process field of event `e` that differs from what the workload knew of
 /// `call`'s descriptors and process.
 pub fn issue4_mismatches(
     call: &Value,
