@@ -10,7 +10,7 @@ use std::{
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -185,18 +185,7 @@ fn nginx_sendfile_matches_strace_one_for_one() {
 
     let start = now_ns();
     let tracer = Tracer::start("auto", &[]).unwrap_or_else(|f| panic!("{f:?}"));
-    let traced = Command::new(&strace_bin)
-        .args([
-            "-f",
-            "-qq",
-            "-yy",
-            "-e",
-            "trace=sendfile",
-            "-e",
-            "signal=none",
-            "-o",
-        ])
-        .arg(&log)
+    let traced = strace::command(&strace_bin, &log)
         .arg(&nginx)
         .arg("-p")
         .arg(&dir)

@@ -167,18 +167,7 @@ fn strace_as_an_independent_oracle_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
     let tracer = Tracer::start("auto", &[]).unwrap();
-    let status = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-yy",
-            "-e",
-            "trace=sendfile",
-            "-e",
-            "signal=none",
-            "-o",
-        ])
-        .arg(&log)
+    let status = strace::command("strace", &log)
         .arg(workload_bin())
         .stdout(Stdio::null())
         .status()

@@ -15,8 +15,8 @@ use crate::{
     vm::{self, workspace_root},
 };
 
-/// Kernels of the matrix; "host" runs natively.
-pub const KERNELS: [&str; 3] = ["6.1", "6.12", "host"];
+/// Kernels of the matrix, the ones `cargo xtask vm` boots; "host" runs natively.
+pub use crate::vm::KERNELS;
 /// Hooks of the matrix.
 pub const HOOKS: [&str; 4] = ["kprobe", "fentry", "tracepoint", "auto"];
 /// Exit status the cell script uses for "unsupported, with the expected reason".

@@ -89,7 +89,8 @@ pub fn test(args: TestArgs) -> Result<i32> {
             matrix::KERNELS.to_vec()
         } else {
             matrix::KERNELS
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|k| args.kernels.iter().any(|a| a == k))
                 .collect()
         };

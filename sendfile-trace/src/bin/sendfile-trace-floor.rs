@@ -3,44 +3,10 @@
 
 use std::{io::Write, process::ExitCode};
 
-use aya::{
-    Ebpf,
-    programs::{RawTracePoint, TracePoint},
-};
+use aya::Ebpf;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-use sendfile_trace::kernel::{BPF_OBJECT, BPF_OBJECT_MISSING};
-
-fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    sendfile_trace::kernel::system::ensure_tracefs()?;
-    for (name, tp) in [
-        ("floor_tp_exit", "sys_exit_sendfile64"),
-        ("floor_tp_enter", "sys_enter_sendfile64"),
-    ] {
-        let p: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} missing from the BPF object"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
-        p.load().map_err(|e| format!("loading {name}: {e}"))?;
-        p.attach("syscalls", tp)
-            .map_err(|e| format!("tracepoint syscalls:{tp}: {e}"))?;
-    }
-    for (name, tp) in [
-        ("floor_raw_exit", "sys_exit"),
-        ("floor_raw_enter", "sys_enter"),
-    ] {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} missing from the BPF object"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
-        p.load().map_err(|e| format!("loading {name}: {e}"))?;
-        p.attach(tp)
-            .map_err(|e| format!("raw tracepoint {tp}: {e}"))?;
-    }
-    Ok(())
-}
+use sendfile_trace::kernel::{self, BPF_OBJECT, BPF_OBJECT_MISSING};
 
 fn run() -> Result<(), String> {
     // Block the signals first so that one arriving before the wait is not lost.
@@ -54,7 +20,7 @@ fn run() -> Result<(), String> {
     }
     sendfile_trace::kernel::system::raise_memlock_rlimit();
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
-    attach(&mut ebpf)?;
+    kernel::attach_tracepoints(&mut ebpf, &kernel::FLOOR_PROGRAMS)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|()| out.flush())

@@ -261,21 +261,13 @@ impl Cli {
     }
 }
 
-/// Parses a ring buffer size such as `262144`, `256K` or `4M`.
+/// Parses a ring buffer size such as `262144`, `256K` or `4M` ([`parse_size`], then the
+/// kernel's rules for a ring buffer).
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let (digits, mult) = match s.as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .filter(|b| *b <= 1 << 31)
-        .ok_or_else(|| format!("`{s}` is too large: the ring buffer is at most 2G"))?;
+    let bytes = parse_size(s)?;
+    if bytes > 1 << 31 {
+        return Err(format!("`{s}` is too large: the ring buffer is at most 2G"));
+    }
     if bytes < 4096 || !bytes.is_power_of_two() {
         return Err(format!(
             "`{s}` is not a power of two of at least 4096 bytes, as the kernel requires (try 4M)"

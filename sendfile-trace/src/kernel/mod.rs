@@ -81,8 +81,8 @@ const ENTRY_PROGRAMS: [&str; 9] = [
     "sendfile_fentry_ia32_a",
     "sendfile_fentry_ia32_b",
     "sendfile_fentry_ia32_c",
-    "sendfile_tp_enter",
-    "sendfile_raw_enter",
+    TRACEPOINT_PROGRAMS.enter,
+    TRACEPOINT_PROGRAMS.raw_enter,
 ];
 
 impl Attached {
@@ -319,25 +319,60 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     Ok(targets)
 }
 
+/// The programs of one tracepoint attach set, by role: the tracer's, or the bench's empty ones.
+#[derive(Clone, Copy, Debug)]
+pub struct TracepointPrograms {
+    /// On `syscalls:sys_enter_sendfile64`.
+    pub enter: &'static str,
+    /// On `syscalls:sys_exit_sendfile64`.
+    pub exit: &'static str,
+    /// On raw `sys_enter` (32-bit callers, which the per-syscall tracepoints miss on x86).
+    pub raw_enter: &'static str,
+    /// On raw `sys_exit`.
+    pub raw_exit: &'static str,
+}
+
+/// The tracer's tracepoint programs.
+pub const TRACEPOINT_PROGRAMS: TracepointPrograms = TracepointPrograms {
+    enter: "sendfile_tp_enter",
+    exit: "sendfile_tp_exit",
+    raw_enter: "sendfile_raw_enter",
+    raw_exit: "sendfile_raw_exit",
+};
+
+/// The empty programs on the same attach set (`sendfile-trace-floor`, for the bench).
+pub const FLOOR_PROGRAMS: TracepointPrograms = TracepointPrograms {
+    enter: "floor_tp_enter",
+    exit: "floor_tp_exit",
+    raw_enter: "floor_raw_enter",
+    raw_exit: "floor_raw_exit",
+};
+
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+    attach_tracepoints(ebpf, &TRACEPOINT_PROGRAMS)
+}
+
+/// Loads and attaches one tracepoint set, exits first (so no entry is saved without its exit
+/// being watched); returns what it attached to.
+pub fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    set: &TracepointPrograms,
+) -> Result<Vec<String>, String> {
     system::ensure_tracefs()?;
     let err = |what: &str, e: aya::programs::ProgramError| {
         log::debug!("{what}: {e:?}");
         format!("{what}: {}", one_line(&e))
     };
     for (name, tp) in [
-        ("sendfile_tp_exit", "sys_exit_sendfile64"),
-        ("sendfile_tp_enter", "sys_enter_sendfile64"),
+        (set.exit, "sys_exit_sendfile64"),
+        (set.enter, "sys_enter_sendfile64"),
     ] {
         let p: &mut TracePoint = program(ebpf, name)?;
         p.load().map_err(|e| err(&format!("loading {name}"), e))?;
         p.attach("syscalls", tp)
             .map_err(|e| err(&format!("tracepoint syscalls:{tp}"), e))?;
     }
-    for (name, tp) in [
-        ("sendfile_raw_exit", "sys_exit"),
-        ("sendfile_raw_enter", "sys_enter"),
-    ] {
+    for (name, tp) in [(set.raw_exit, "sys_exit"), (set.raw_enter, "sys_enter")] {
         let p: &mut RawTracePoint = program(ebpf, name)?;
         p.load().map_err(|e| err(&format!("loading {name}"), e))?;
         p.attach(tp)

@@ -11,7 +11,25 @@
 //! interrupted by another thread's output is split into `<unfinished ...>` and
 //! `<... sendfile resumed>` lines, which [`parse_log`] joins first.
 
-use std::net::SocketAddr;
+use std::{ffi::OsStr, net::SocketAddr, path::Path, process::Command};
+
+/// The oracle's command line: `STRACE -f -qq -yy -e trace=sendfile -e signal=none -o LOG`,
+/// ready for the traced program and its arguments.
+pub fn command(strace: impl AsRef<OsStr>, log: &Path) -> Command {
+    let mut c = Command::new(strace);
+    c.args([
+        "-f",
+        "-qq",
+        "-yy",
+        "-e",
+        "trace=sendfile",
+        "-e",
+        "signal=none",
+        "-o",
+    ])
+    .arg(log);
+    c
+}
 
 /// One sendfile call as strace printed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
