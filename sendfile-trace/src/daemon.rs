@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     SCHEMA_VERSION,
     cli::Cli,
-    error::{Error, one_line},
+    error::{Error, LoadError, one_line},
     event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     event::{
         Enricher,
@@ -56,7 +56,7 @@ pub fn run(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+        .map_err(Error::io("cannot start the runtime"))?;
     runtime.block_on(run_async(cli, filters))
 }
 
@@ -154,30 +154,33 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         attached.targets.join(", ")
     );
 
-    let take = |ebpf: &mut aya::Ebpf, name: &str| {
-        ebpf.take_map(name)
-            .ok_or_else(|| Error::Load(format!("map {name} missing from the BPF object")))
+    let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     };
+    let map_err = |name| move |source| LoadError::Map { name, source };
     let ring = RingBuf::try_from(take(&mut attached.ebpf, names::EVENTS)?)
-        .map_err(|e| Error::Load(one_line(&e)))?;
+        .map_err(map_err(names::EVENTS))?;
     let lost_map = PerCpuArray::try_from(take(&mut attached.ebpf, names::LOST)?)
-        .map_err(|e| Error::Load(one_line(&e)))?;
+        .map_err(map_err(names::LOST))?;
     let proc_cache = BpfHashMap::try_from(take(&mut attached.ebpf, names::PROC_CACHE)?)
-        .map_err(|e| Error::Load(one_line(&e)))?;
+        .map_err(map_err(names::PROC_CACHE))?;
     out.metrics().watch_ring(ring.as_fd(), cli.ring_buffer_size);
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
-            Error::Runtime(format!("cannot poll the ring buffer: {}", e.into_parts().1))
-        })?;
-    let signal_err = |e: std::io::Error| Error::Runtime(format!("cannot handle signals: {e}"));
-    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| Error::io("cannot poll the ring buffer")(e.into_parts().1))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("cannot handle SIGINT"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(Error::io("cannot handle SIGTERM"))?;
     let mut kernel_log = kernel_logger(&mut attached.ebpf, cli.verbose > 0)?;
 
     let host_name = system::host_name();
     let kernel_release = system::kernel_release();
+    let fallback_reasons: Vec<(&str, String)> = attached
+        .fallbacks
+        .iter()
+        .map(|(h, e)| (h.name(), e.explained()))
+        .collect();
     let start = TracerStart {
         event_name: "tracer_start",
         timestamp: WallClock::now_ns(),
@@ -185,13 +188,9 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         process_id: std::process::id(),
         hook: attached.hook.name(),
         attached: &attached.targets,
-        fallbacks: attached
-            .fallbacks
+        fallbacks: fallback_reasons
             .iter()
-            .map(|(h, r)| Fallback {
-                hook: h.name(),
-                reason: r,
-            })
+            .map(|(hook, reason)| Fallback { hook, reason })
             .collect(),
         kernel_release: &kernel_release,
         version: env!("CARGO_PKG_VERSION"),
@@ -223,8 +222,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let reason = loop {
         let step = tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard
-                    .map_err(|e| Error::Runtime(format!("polling the ring buffer: {e}")))?;
+                let mut guard = guard.map_err(Error::io("polling the ring buffer"))?;
                 // Clear first: a record committed while we drain wakes us again.
                 guard.clear_ready();
                 p.drain(guard.get_inner_mut(), BATCH)
@@ -250,8 +248,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                     .and_then(|()| p.out.flush())
             }
             guard = readable(&mut kernel_log) => {
-                let mut guard = guard
-                    .map_err(|e| Error::Runtime(format!("polling the kernel log: {e}")))?;
+                let mut guard = guard.map_err(Error::io("polling the kernel log"))?;
                 guard.clear_ready();
                 guard.get_inner_mut().flush();
                 Ok(())
@@ -307,13 +304,12 @@ fn kernel_logger(ebpf: &mut aya::Ebpf, wanted: bool) -> Result<Option<KernelLog>
     if !wanted {
         return Ok(None);
     }
-    let logger = EbpfLogger::init(ebpf)
-        .map_err(|e| Error::Load(format!("the kernel log: {}", one_line(&e))))?;
+    let logger = EbpfLogger::init(ebpf).map_err(LoadError::KernelLog)?;
     // SAFETY: the log ring's fd stays open and unchanged for the AsyncFd's whole life: the
     // EbpfLogger owns it and only the AsyncFd owns the EbpfLogger.
     unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
         .map(Some)
-        .map_err(|e| Error::Runtime(format!("cannot poll the kernel log: {}", e.into_parts().1)))
+        .map_err(|e| Error::io("cannot poll the kernel log")(e.into_parts().1))
 }
 
 /// Waits until the kernel log has records; never, without one.

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use sendfile_trace_common::Hook;
 
-/// Errors that stop the tracer (exit status 1).
+use crate::kernel::btf::BtfError;
+
+/// Errors that stop the tracer (exit status 1). Each renders, with its sources, as one line
+/// through [`one_line`] at the edge (`main`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Missing privileges to load BPF programs.
@@ -14,19 +17,20 @@ pub enum Error {
     )]
     Privileges,
     /// An explicitly requested hook could not attach.
-    #[error("hook {hook} cannot attach on this kernel: {reason}", hook = .hook.name())]
+    #[error("hook {} cannot attach on this kernel: {}", .hook.name(), .source.explained())]
     Attach {
         /// The hook asked for.
         hook: Hook,
-        /// The kernel's reason, in one line.
-        reason: String,
+        /// Why.
+        #[source]
+        source: AttachError,
     },
     /// No hook works on this kernel (with `--hook auto`).
-    #[error("no hook can attach on this kernel: {0}")]
-    NoHook(String),
-    /// Loading the BPF object (maps, relocations) failed.
+    #[error("no hook can attach on this kernel: {}", NoHook(.0))]
+    NoHook(Vec<(Hook, AttachError)>),
+    /// Loading the BPF object (maps, relocations, globals) failed.
     #[error("cannot load the eBPF object: {0}")]
-    Load(String),
+    Load(#[from] LoadError),
     /// The output file cannot be opened.
     #[error("cannot open output file {path}: {source}")]
     OutputOpen {
@@ -37,10 +41,146 @@ pub enum Error {
     },
     /// Writing events failed (other than the reader going away).
     #[error("cannot write events: {0}")]
-    Write(std::io::Error),
-    /// Anything else from the runtime.
+    Write(#[source] std::io::Error),
+    /// A system call the daemon needs to run failed (runtime, signals, threads, sockets).
+    #[error("{what}: {source}")]
+    Io {
+        /// What the daemon was doing.
+        what: String,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] saying what failed.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// Every hook's reason, `hook: reason; hook: reason`.
+struct NoHook<'a>(&'a [(Hook, AttachError)]);
+
+impl std::fmt::Display for NoHook<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (hook, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", hook.name(), e.explained())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the BPF object could not be loaded or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary was built before its BPF object (build.rs embedded a stub).
+    #[error(
+        "this binary was built without its kernel programs (the BPF object was missing at \
+         build time): build it with `cargo xtask build`"
+    )]
+    ObjectMissing,
+    /// The kernel's struct layouts could not be read from its BTF.
+    #[error("kernel struct layouts unknown: {}", layout_hint(.0))]
+    Layouts(#[source] BtfError),
+    /// The kernel refused the object (maps, programs' relocations).
     #[error("{0}")]
-    Runtime(String),
+    Object(#[source] aya::EbpfError),
+    /// A map the daemon needs is not in the object.
+    #[error("map {0} missing from the BPF object")]
+    MissingMap(&'static str),
+    /// A map could not be used.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map's name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The kernel side's log could not be read.
+    #[error("the kernel log: {0}")]
+    KernelLog(#[source] aya_log::Error),
+}
+
+/// What a user can do about a BTF problem: a missing file is a kernel without BTF, a missing
+/// member a layout this tracer does not know yet.
+fn layout_hint(e: &BtfError) -> String {
+    match e {
+        BtfError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            format!("{e}: this kernel needs CONFIG_DEBUG_INFO_BTF")
+        }
+        BtfError::Missing(_) | BtfError::Bitfield(_) => {
+            format!("{e}: a kernel layout this tracer does not know (please report it)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Why one hook family could not attach.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// `/proc/kallsyms` could not be read.
+    #[error("cannot read /proc/kallsyms: {0}")]
+    Kallsyms(#[source] std::io::Error),
+    /// None of the syscall functions the hook needs is in the kernel.
+    #[error("none of {} is in /proc/kallsyms", .0.join(", "))]
+    NoSyscallFunction(Vec<&'static str>),
+    /// The hook needs syscall wrappers this kernel does not have.
+    #[error("{0} not found; fentry here supports wrapped syscalls only")]
+    Unwrapped(&'static str),
+    /// The kernel has no BTF, which the hook needs.
+    #[error("kernel BTF not found at {0}, which fentry needs")]
+    NoBtf(&'static str),
+    /// The kernel's BTF could not be read.
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[source] aya::BtfError),
+    /// A program is not in the object.
+    #[error("program {0} missing from the BPF object")]
+    MissingProgram(String),
+    /// Loading or attaching one program failed.
+    #[error("{what}: {source}")]
+    Program {
+        /// Which program, on what.
+        what: String,
+        /// The kernel's reason.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// tracefs is missing and could not be mounted.
+    #[error("tracefs is not mounted and mounting it at {path} failed: {source}")]
+    Tracefs {
+        /// Where it was mounted.
+        path: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl AttachError {
+    /// The reason in one line, with what a user can do about the kernel's most common refusals.
+    pub fn explained(&self) -> String {
+        let reason = one_line(self);
+        let reason = reason
+            .trim_end_matches(" Verifier output:")
+            .trim_end_matches('.');
+        if reason.contains("kprobe/type") {
+            format!("{reason} (this kernel has no kprobe PMU: built without CONFIG_KPROBES)")
+        } else if reason.contains("Operation not permitted") {
+            format!(
+                "{reason} (the kernel refuses this program type: lockdown, an LSM policy or a \
+                 sandbox)"
+            )
+        } else {
+            reason.to_owned()
+        }
+    }
 }
 
 /// Renders an error and its sources as one line (`a: b: c`), newlines folded.

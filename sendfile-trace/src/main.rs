@@ -10,6 +10,7 @@ use sendfile_trace::{
         generate,
     },
     daemon,
+    error::one_line,
 };
 
 fn main() -> ExitCode {
@@ -45,7 +46,8 @@ fn main() -> ExitCode {
     match daemon::run(&cli, filters) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sendfile-trace: error: {e}");
+            // The one place an error is rendered: its chain of sources on one line.
+            eprintln!("sendfile-trace: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,10 @@ use std::{io::Write, process::ExitCode};
 use aya::Ebpf;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-use sendfile_trace::kernel::{self, BPF_OBJECT, BPF_OBJECT_MISSING};
+use sendfile_trace::{
+    error::LoadError,
+    kernel::{self, BPF_OBJECT},
+};
 
 fn run() -> Result<(), String> {
     // Block the signals first so that one arriving before the wait is not lost.
@@ -16,11 +19,11 @@ fn run() -> Result<(), String> {
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| format!("cannot block signals: {e}"))?;
     if BPF_OBJECT.is_empty() {
-        return Err(BPF_OBJECT_MISSING.into());
+        return Err(LoadError::ObjectMissing.to_string());
     }
     sendfile_trace::kernel::system::raise_memlock_rlimit();
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
-    kernel::attach_tracepoints(&mut ebpf, &kernel::FLOOR_PROGRAMS)?;
+    kernel::attach_tracepoints(&mut ebpf, &kernel::FLOOR_PROGRAMS).map_err(|e| e.explained())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|()| out.flush())

@@ -50,6 +50,15 @@ pub struct Btf {
 /// Why offsets could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
+    /// The BTF file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The BTF blob is malformed.
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
@@ -128,10 +137,10 @@ impl Btf {
     }
 
     /// Reads and indexes `/sys/kernel/btf/vmlinux`.
-    pub fn from_sys_fs() -> Result<Btf, String> {
+    pub fn from_sys_fs() -> Result<Btf, BtfError> {
         let path = crate::kernel::system::VMLINUX_BTF;
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        Btf::parse(bytes).map_err(|e| format!("{path}: {e}"))
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Read { path, source })?;
+        Btf::parse(bytes)
     }
 
     /// The string at `off` in the string section.

@@ -15,17 +15,13 @@ use sendfile_trace_common::{Hook, names};
 
 use crate::{
     cli::HookChoice,
-    error::{Error, one_line},
+    error::{AttachError, Error, LoadError, one_line},
 };
 
 use self::filter::FilterSet;
 
-/// The compiled kernel side, embedded at build time (empty when built without it: see build.rs).
+/// The compiled kernel side, embedded at build time (empty when built without it: see build.rs and `LoadError::ObjectMissing`).
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
-
-/// Why a binary built before its BPF object cannot trace.
-pub const BPF_OBJECT_MISSING: &str = "this binary was built without its kernel programs (the BPF \
-     object was missing at build time): build it with `cargo xtask build`";
 
 /// The 64-bit syscall function with syscall wrappers (`struct pt_regs *` argument).
 const X64_FN: &str = "__x64_sys_sendfile64";
@@ -69,7 +65,7 @@ pub struct Attached {
     /// What it attached to (kernel functions or tracepoints).
     pub targets: Vec<String>,
     /// Hooks tried before this one, each with the reason it could not attach.
-    pub fallbacks: Vec<(Hook, String)>,
+    pub fallbacks: Vec<(Hook, AttachError)>,
 }
 
 /// Every entry program of every hook: detached before the exit programs at shutdown.
@@ -109,7 +105,7 @@ impl Attached {
 /// Loads the object and attaches the chosen hook; with `auto`, falls back in order.
 pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> {
     if BPF_OBJECT.is_empty() {
-        return Err(Error::Load(BPF_OBJECT_MISSING.into()));
+        return Err(LoadError::ObjectMissing.into());
     }
     if !system::has_bpf_privileges() {
         return Err(Error::Privileges);
@@ -123,12 +119,8 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         HookChoice::Tracepoint => &[Hook::Tracepoint],
     };
     let offsets = btf::Btf::from_sys_fs()
-        .and_then(|b| b.offsets().map_err(|e| e.to_string()))
-        .map_err(|e| {
-            Error::Load(format!(
-                "kernel struct layouts unknown ({e}): this kernel needs CONFIG_DEBUG_INFO_BTF"
-            ))
-        })?;
+        .and_then(|b| b.offsets())
+        .map_err(LoadError::Layouts)?;
     let mut fallbacks = Vec::new();
     for &hook in order {
         // A fresh object per attempt: a failed attempt's programs and links go with it.
@@ -143,18 +135,13 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
                 });
             }
             Err(reason) if choice == HookChoice::Auto => {
-                log::warn!("hook {} unavailable: {reason}", hook.name());
+                log::warn!("hook {} unavailable: {}", hook.name(), reason.explained());
                 fallbacks.push((hook, reason));
             }
-            Err(reason) => return Err(Error::Attach { hook, reason }),
+            Err(source) => return Err(Error::Attach { hook, source }),
         }
     }
-    let all = fallbacks
-        .iter()
-        .map(|(h, r)| format!("{}: {r}", h.name()))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(Error::NoHook(all))
+    Err(Error::NoHook(fallbacks))
 }
 
 fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<Ebpf, Error> {
@@ -169,27 +156,24 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
         .override_global(aya_log::LEVEL, &opts.kernel_log_level, true)
         .load(BPF_OBJECT)
         .map_err(|e| {
-            let msg = one_line(&e);
-            if msg.contains("Operation not permitted") {
+            if one_line(&e).contains("Operation not permitted") {
                 Error::Privileges
             } else {
-                Error::Load(msg)
+                LoadError::Object(e).into()
             }
         })?;
-    fill_filter_maps(&mut ebpf, &opts.filters)
-        .map_err(|e| Error::Load(format!("setting the filters: {e}")))?;
+    fill_filter_maps(&mut ebpf, &opts.filters)?;
     Ok(ebpf)
 }
 
 /// Puts the `--pid`, `--comm` and `--uid` values in their maps (before anything attaches).
-fn fill_filter_maps(ebpf: &mut Ebpf, f: &FilterSet) -> Result<(), String> {
-    fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]) -> Result<(), String> {
-        let map = ebpf
-            .map_mut(name)
-            .ok_or_else(|| format!("map {name} missing from the BPF object"))?;
-        let mut map: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(|e| one_line(&e))?;
+fn fill_filter_maps(ebpf: &mut Ebpf, f: &FilterSet) -> Result<(), LoadError> {
+    fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> Result<(), LoadError> {
+        let map_err = |source| LoadError::Map { name, source };
+        let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+        let mut map: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_err)?;
         for k in keys {
-            map.insert(k, &1, 0).map_err(|e| one_line(&e))?;
+            map.insert(k, &1, 0).map_err(map_err)?;
         }
         Ok(())
     }
@@ -198,62 +182,48 @@ fn fill_filter_maps(ebpf: &mut Ebpf, f: &FilterSet) -> Result<(), String> {
     fill(ebpf, names::FILTER_UIDS, &f.uids)
 }
 
-fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, String> {
-    let result = match hook {
+fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, AttachError> {
+    match hook {
         Hook::Kprobe => attach_kprobe(ebpf),
         Hook::Fentry => attach_fentry(ebpf),
         Hook::Tracepoint => attach_tracepoint(ebpf),
-    };
-    result.map_err(|r| explain(&r))
-}
-
-/// Adds what a user can do about the kernel's most common refusals.
-fn explain(reason: &str) -> String {
-    let reason = reason
-        .trim_end_matches(" Verifier output:")
-        .trim_end_matches('.');
-    if reason.contains("kprobe/type") {
-        format!("{reason} (this kernel has no kprobe PMU: built without CONFIG_KPROBES)")
-    } else if reason.contains("Operation not permitted") {
-        format!(
-            "{reason} (the kernel refuses this program type: lockdown, an LSM policy or a sandbox)"
-        )
-    } else {
-        reason.to_owned()
     }
 }
 
 /// The syscall functions present: the 64-bit one (wrapped or not) and the ia32 ones.
-fn syscall_functions() -> Result<(&'static str, bool, Vec<&'static str>), String> {
-    let syms: HashSet<String> =
-        system::sendfile_symbols().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+fn syscall_functions() -> Result<(&'static str, bool, Vec<&'static str>), AttachError> {
+    let syms: HashSet<String> = system::sendfile_symbols().map_err(AttachError::Kallsyms)?;
     let (x64, wrapped) = if syms.contains(X64_FN) {
         (X64_FN, true)
     } else if syms.contains(NOWRAP_FN) {
         (NOWRAP_FN, false)
     } else {
-        return Err(format!(
-            "neither {X64_FN} nor {NOWRAP_FN} is in /proc/kallsyms"
-        ));
+        return Err(AttachError::NoSyscallFunction(vec![X64_FN, NOWRAP_FN]));
     };
     let ia32 = IA32_FNS.into_iter().filter(|f| syms.contains(*f)).collect();
     Ok((x64, wrapped, ia32))
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, AttachError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let prog = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the BPF object"))?;
-    prog.try_into().map_err(|e| one_line(&e))
+        .ok_or_else(|| AttachError::MissingProgram(name.to_owned()))?;
+    prog.try_into().map_err(|source| AttachError::Program {
+        what: format!("program {name}"),
+        source,
+    })
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     let (x64, wrapped, ia32) = syscall_functions()?;
     let all: Vec<&str> = std::iter::once(x64).chain(ia32.iter().copied()).collect();
-    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+    let err = |what: &str, source| AttachError::Program {
+        what: what.to_owned(),
+        source,
+    };
 
     // Return probes first, so that no entry is saved without its exit being watched.
     let ret: &mut KProbe = program(ebpf, "sendfile_kretprobe")?;
@@ -282,21 +252,19 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
     Ok(all.into_iter().map(String::from).collect())
 }
 
-fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     if !system::has_kernel_btf() {
-        return Err(format!(
-            "kernel BTF not found at {}, which fentry needs",
-            system::VMLINUX_BTF
-        ));
+        return Err(AttachError::NoBtf(system::VMLINUX_BTF));
     }
     let (x64, wrapped, ia32) = syscall_functions()?;
     if !wrapped {
-        return Err(format!(
-            "{X64_FN} not found; fentry here supports wrapped syscalls only"
-        ));
+        return Err(AttachError::Unwrapped(X64_FN));
     }
-    let btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {}", one_line(&e)))?;
-    let err = |what: &str, e: aya::programs::ProgramError| format!("{what}: {}", one_line(&e));
+    let btf = Btf::from_sys_fs().map_err(AttachError::Btf)?;
+    let err = |what: &str, source| AttachError::Program {
+        what: what.to_owned(),
+        source,
+    };
     let ia32_pairs = [
         ("sendfile_fentry_ia32_a", "sendfile_fexit_ia32_a"),
         ("sendfile_fentry_ia32_b", "sendfile_fexit_ia32_b"),
@@ -348,7 +316,7 @@ pub const FLOOR_PROGRAMS: TracepointPrograms = TracepointPrograms {
     raw_exit: "floor_raw_exit",
 };
 
-fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     attach_tracepoints(ebpf, &TRACEPOINT_PROGRAMS)
 }
 
@@ -357,11 +325,14 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
 pub fn attach_tracepoints(
     ebpf: &mut Ebpf,
     set: &TracepointPrograms,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, AttachError> {
     system::ensure_tracefs()?;
-    let err = |what: &str, e: aya::programs::ProgramError| {
-        log::debug!("{what}: {e:?}");
-        format!("{what}: {}", one_line(&e))
+    let err = |what: &str, source: aya::programs::ProgramError| {
+        log::debug!("{what}: {source:?}");
+        AttachError::Program {
+            what: what.to_owned(),
+            source,
+        }
     };
     for (name, tp) in [
         (set.exit, "sys_exit_sendfile64"),

@@ -1,5 +1,6 @@
 //! Facts about the running system: privileges, kernel symbols, release, host name, clocks.
 
+use crate::error::AttachError;
 use std::{collections::HashSet, io::BufRead, path::Path};
 
 /// Path of the running kernel's BTF.
@@ -146,7 +147,7 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Makes sure tracefs is mounted (tracepoints are attached through it); mounts it at
 /// /sys/kernel/tracing when neither it nor debugfs's copy is there.
-pub fn ensure_tracefs() -> Result<(), String> {
+pub fn ensure_tracefs() -> Result<(), AttachError> {
     if Path::new(TRACEFS).join("events").is_dir()
         || Path::new("/sys/kernel/debug/tracing/events").is_dir()
     {
@@ -161,7 +162,10 @@ pub fn ensure_tracefs() -> Result<(), String> {
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| format!("tracefs is not mounted and mounting it at {TRACEFS} failed: {e}"))?;
+    .map_err(|source| AttachError::Tracefs {
+        path: TRACEFS,
+        source,
+    })?;
     log::info!("mounted tracefs at {TRACEFS}");
     Ok(())
 }

@@ -18,7 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::output::sink::SinkStats;
+use crate::{error::Error, output::sink::SinkStats};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -251,13 +251,14 @@ impl RingView {
 }
 
 /// Serves `GET /metrics` on `addr` from a thread of its own.
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
+    let listen = format!("cannot listen on {addr} for --metrics");
     let server = tiny_http::Server::http(addr)
-        .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
+        .map_err(|e| Error::io(listen.clone())(std::io::Error::other(e)))?;
     let bound = server
         .server_addr()
         .to_ip()
-        .ok_or_else(|| format!("cannot listen on {addr} for --metrics: not an IP address"))?;
+        .ok_or_else(|| Error::io(listen)(std::io::Error::other("not an IP address")))?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -277,7 +278,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Stri
                 }
             }
         })
-        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        .map_err(Error::io("cannot start the metrics thread"))?;
     Ok(bound)
 }
 

@@ -123,7 +123,7 @@ impl Output {
         let hangup = Hangup(Arc::new(AtomicBool::new(false)));
         // Always handled, so that a reload never kills a tracer that has no file to reopen.
         signal_hook::flag::register(libc::SIGHUP, hangup.0.clone())
-            .map_err(|e| Error::Runtime(format!("cannot handle SIGHUP: {e}")))?;
+            .map_err(Error::io("cannot handle SIGHUP"))?;
         let mut sinks = Vec::new();
         for spec in &specs {
             let sink = sink::open(spec, &cfg.sink).map_err(|source| match spec {
@@ -131,7 +131,10 @@ impl Output {
                     path: path.clone(),
                     source,
                 },
-                _ => Error::Runtime(format!("cannot open output {spec}: {source}")),
+                _ => Error::Io {
+                    what: format!("cannot open output {spec}"),
+                    source,
+                },
             })?;
             let name = spec.to_string();
             let capacity = cfg.queue_size.max(1);
@@ -148,7 +151,7 @@ impl Output {
                 std::thread::Builder::new()
                     .name(format!("sink {name}"))
                     .spawn(move || sink::run(name, sink, rx, stats, hup, closed, stopping))
-                    .map_err(|e| Error::Runtime(format!("cannot start a sink thread: {e}")))?
+                    .map_err(Error::io("cannot start a sink thread"))?
             };
             sinks.push(SinkHandle {
                 name,
@@ -159,9 +162,7 @@ impl Output {
             });
         }
         let metrics_addr = match cfg.metrics {
-            Some(addr) => {
-                Some(crate::output::metrics::serve(addr, metrics.clone()).map_err(Error::Runtime)?)
-            }
+            Some(addr) => Some(crate::output::metrics::serve(addr, metrics.clone())?),
             None => None,
         };
         Ok(Output {
