@@ -711,6 +711,41 @@ pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
+/// Compares one event with the call strace saw: descriptors, count, result and errno, offset
+/// value before and after (asserted, with `ctx` in the message); returns the fd objects that
+/// differ from strace's `-yy` view, for the caller to report together.
+pub fn strace_call_mismatch(c: &strace::Call, e: &Value, ctx: &str) -> Vec<String> {
+    assert_eq!(e["args"][0]["value"], c.out_fd.num, "{ctx}");
+    assert_eq!(e["args"][1]["value"], c.in_fd.num, "{ctx}");
+    assert_eq!(e["args"][3]["value"], c.count, "{ctx}");
+    match &c.errno {
+        Some(name) => {
+            assert_eq!(c.ret, -1, "{ctx}");
+            assert_eq!(e["errno"], name.as_str(), "{ctx}");
+            assert!(e["returnValue"].as_i64().unwrap() < 0, "{ctx}");
+        }
+        None => {
+            assert_eq!(e["returnValue"], c.ret, "{ctx}");
+            assert_eq!(e["errno"], Value::Null, "{ctx}");
+        }
+    }
+    match c.offset {
+        strace::Offset::Value(before, after) => {
+            assert_eq!(e["offsetValue"], before, "{ctx}");
+            assert_eq!(e["offsetAfter"], after, "{ctx}");
+        }
+        strace::Offset::Null | strace::Offset::Addr(_) => {
+            // NULL or an unreadable pointer (strace prints it as an address).
+            assert_eq!(e["offsetValue"], Value::Null, "{ctx}");
+            assert_eq!(e["offsetAfter"], Value::Null, "{ctx}");
+        }
+    }
+    strace_fd_mismatch(&c.out_fd, &e["outFd"])
+        .into_iter()
+        .chain(strace_fd_mismatch(&c.in_fd, &e["inFd"]))
+        .collect()
+}
+
 /// How event fd object `e` differs from what strace `-yy` printed for the same descriptor, or
 /// None when they agree.
 pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
