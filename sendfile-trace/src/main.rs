@@ -39,6 +39,16 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::new()
         .filter_level(cli.log_level())
+        // aya's own loader chatter (aya, aya_obj: relocations, BTF fixups) only with -vv: -v is for the
+        // tracer's and its kernel side's messages.
+        .filter_module(
+            "aya",
+            cli.log_level().min(if cli.verbose >= 2 {
+                log::LevelFilter::Trace
+            } else {
+                log::LevelFilter::Info
+            }),
+        )
         .format_timestamp(None)
         .format_target(false)
         .target(env_logger::Target::Stderr)
