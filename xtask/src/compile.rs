@@ -152,14 +152,50 @@ pub fn build_workload32() -> Result<PathBuf> {
 }
 
 /// Target of the AArch32 workload. This toolchain's rustup offers no 32-bit Arm standard
-/// library (`rustup target add armv7-*` says "unavailable"), so std is built from rust-src
-/// with the pinned nightly and linked statically against Debian's armhf glibc.
+/// library (`rustup target add armv7-*` says "unavailable"), so std is built from rust-src with
+/// the pinned nightly (`-Z build-std`) and linked statically against Debian's armhf glibc.
 pub const ARM32_TARGET: &str = "armv7-unknown-linux-gnueabihf";
 
-/// The static AArch32 workload (EABI syscalls 187 and 239 through arm64's compat entry points):
-/// the nightly with `-Z build-std`, Debian's `arm-linux-gnueabihf-gcc` as the linker.
+/// Debian packages the AArch32 link needs: the cross `ld`, glibc's static libraries and crt
+/// files, libgcc. Not `gcc-arm-linux-gnueabihf`: Debian's `gcc-multilib` (which the i686 build
+/// needs) conflicts with it, so `ld` is driven directly, with the crt files a gcc would add.
+const ARM32_PACKAGES: [&str; 3] = [
+    "binutils-arm-linux-gnueabihf",
+    "libc6-dev-armhf-cross",
+    "libgcc-12-dev-armhf-cross",
+];
+
+/// The static AArch32 workload (EABI syscalls 187 and 239 through arm64's compat entry points),
+/// `target/arm32/armv7-unknown-linux-gnueabihf/release/sendfile-workload`.
 pub fn build_workload_arm32() -> Result<PathBuf> {
-    tools::apt_install(&["gcc-arm-linux-gnueabihf", "libc6-dev-armhf-cross"])?;
+    tools::apt_install(&ARM32_PACKAGES)?;
+    let libc = PathBuf::from("/usr/arm-linux-gnueabihf/lib");
+    let gcc = std::fs::read_dir("/usr/lib/gcc-cross/arm-linux-gnueabihf")
+        .context("libgcc-12-dev-armhf-cross left no /usr/lib/gcc-cross/arm-linux-gnueabihf")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.join("crtbeginT.o").is_file())
+        .context("no crtbeginT.o under /usr/lib/gcc-cross/arm-linux-gnueabihf")?;
+    let (libc, gcc) = (libc.display(), gcc.display());
+    // What `gcc -static` passes to ld around the objects: crt1, crti, crtbeginT first; libc,
+    // libgcc and libgcc_eh as one group (they refer to each other); crtend, crtn last.
+    let flags = [
+        "-Ctarget-feature=+crt-static".to_owned(),
+        "-Clinker=arm-linux-gnueabihf-ld".to_owned(),
+        "-Clinker-flavor=ld".to_owned(),
+        format!("-Zpre-link-arg={libc}/crt1.o"),
+        format!("-Zpre-link-arg={libc}/crti.o"),
+        format!("-Zpre-link-arg={gcc}/crtbeginT.o"),
+        format!("-L{libc}"),
+        format!("-L{gcc}"),
+        "-Clink-arg=--start-group".to_owned(),
+        "-Clink-arg=-lc".to_owned(),
+        "-Clink-arg=-lgcc".to_owned(),
+        "-Clink-arg=-lgcc_eh".to_owned(),
+        "-Clink-arg=--end-group".to_owned(),
+        format!("-Clink-arg={gcc}/crtend.o"),
+        format!("-Clink-arg={libc}/crtn.o"),
+    ];
     let dir = workspace_root().join("target/arm32");
     tools::run(
         cargo(BPF_TOOLCHAIN)
@@ -168,11 +204,7 @@ pub fn build_workload_arm32() -> Result<PathBuf> {
             .args(["--target", ARM32_TARGET])
             .args(["-Z", "build-std=std,panic_abort"])
             .env("CARGO_TARGET_DIR", &dir)
-            .env(
-                "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER",
-                "arm-linux-gnueabihf-gcc",
-            )
-            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+            .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f")),
     )
     .context("building the AArch32 workload")?;
     Ok(dir.join(ARM32_TARGET).join("release/sendfile-workload"))

@@ -1,7 +1,8 @@
 //! arm64: `__arm64_sys_*` wrappers, AArch32 (EABI) compat tasks through `TIF_32BIT`.
 //!
-//! Every arm64 kernel has syscall wrappers (since 4.19): `__arm64_sys_sendfile64` and the compat
-//! entry points `__arm64_compat_sys_sendfile` / `__arm64_compat_sys_sendfile64` take one
+//! Every arm64 kernel has syscall wrappers (since 4.19): `__arm64_sys_sendfile64` (which also
+//! serves AArch32 `sendfile64`, 239) and the compat entry points `__arm64_compat_sys_sendfile`
+//! (187) / `__arm64_compat_sys_sendfile64` take one
 //! `const struct pt_regs *`, whose `regs[0..3]` hold the user's arguments at entry (x0 is
 //! overwritten with the return value only after the call). The layout of `struct pt_regs` up to
 //! `syscallno` is the ptrace `user_pt_regs` plus `orig_x0`, part of the user ABI. An AArch32
@@ -56,10 +57,17 @@ pub fn syscall_nr(regs: u64) -> Option<u64> {
         .map(|n| n as u32 as u64)
 }
 
-/// Arguments of a 64-bit `sendfile` from its saved registers (x0–x3).
+/// Arguments of a call that reached the native wrapper `__arm64_sys_sendfile64`: a 64-bit
+/// `sendfile` (x0–x3), or an AArch32 `sendfile64` (239), which arm64's compat syscall table
+/// sends to this same function (its `loff_t *` needs no conversion), unlike x86, whose ia32
+/// entry has a wrapper of its own. `TIF_32BIT` tells them apart.
 #[inline(always)]
 pub fn native_args(r: &Regs) -> Args {
-    regs::native(r.x[0], r.x[1], r.x[2], r.x[3])
+    if in_compat_syscall() {
+        compat_args(r)
+    } else {
+        regs::native(r.x[0], r.x[1], r.x[2], r.x[3])
+    }
 }
 
 /// Arguments of an AArch32 `sendfile`/`sendfile64` from its saved registers (r0–r3; number in
