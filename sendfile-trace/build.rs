@@ -1,24 +1,35 @@
-//! Locates the BPF object built by `cargo xtask build-ebpf` and hands its path to the crate,
-//! which embeds it with `include_bytes_aligned!`.
+//! Locates the BPF object built by `cargo xtask build-ebpf` for the architecture this crate is
+//! compiled for and hands its path to the crate, which embeds it with `include_bytes_aligned!`.
 //!
 //! As aya's own `test/integration-test/build.rs` explains, `cargo check`, clippy and
 //! rust-analyzer must work on a fresh clone, before the eBPF crate was ever built (it needs a
 //! pinned nightly and bpf-linker, which `cargo xtask` installs). So when the object is missing
 //! and nobody asked for a specific one, this embeds an empty stub and says so with a
 //! `cargo:warning`; a binary built that way refuses to start with a one-line reason
-//! (`kernel::BPF_OBJECT_MISSING`). A path named by `SENDFILE_TRACE_BPF_OBJECT` must exist.
+//! (`LoadError::ObjectMissing`). A path named by `SENDFILE_TRACE_BPF_OBJECT` must exist.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SENDFILE_TRACE_BPF_OBJECT");
+    // One object per architecture (the kernel side's arch module is chosen when it is built).
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let (path, explicit) = match std::env::var_os("SENDFILE_TRACE_BPF_OBJECT") {
         Some(p) => (PathBuf::from(p), true),
-        None => (
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/bpf/bpfel-unknown-none/release/sendfile-trace"),
-            false,
-        ),
+        None => {
+            let dir = if arch == "x86_64" {
+                "bpf".to_owned()
+            } else {
+                format!("bpf-{arch}")
+            };
+            (
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target")
+                    .join(dir)
+                    .join("bpfel-unknown-none/release/sendfile-trace"),
+                false,
+            )
+        }
     };
     println!("cargo:rerun-if-changed={}", path.display());
     let embedded = if path.is_file() {

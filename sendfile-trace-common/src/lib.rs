@@ -9,9 +9,12 @@ pub const TASK_COMM_LEN: usize = 16;
 
 /// x86_64 syscall number of `sendfile` (kernel function `sys_sendfile64`).
 pub const NR_SENDFILE64_X86_64: u32 = 40;
+/// arm64 syscall number of `sendfile` (asm-generic `__NR3264_sendfile`, kernel `sys_sendfile64`).
+pub const NR_SENDFILE64_AARCH64: u32 = 71;
 /// i386 syscall number of `sendfile` (32-bit `off_t` offset, `compat_sys_sendfile`).
 pub const NR_SENDFILE_I386: u32 = 187;
-/// i386 syscall number of `sendfile64` (64-bit `loff_t` offset).
+/// i386 syscall number of `sendfile64` (64-bit `loff_t` offset). AArch32 EABI uses the same two
+/// numbers (187 and 239) for the same two calls.
 pub const NR_SENDFILE64_I386: u32 = 239;
 
 /// Bits of [`SendfileRecord::flags`] and [`InFlight::flags`].
@@ -329,8 +332,9 @@ pub struct EntryRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
-    /// `task_struct.thread_info.status` (x86 `TS_COMPAT`).
-    pub task_ti_status: u32,
+    /// The `thread_info` word holding the architecture's compat bit: `task_struct.thread_info.status`
+    /// on x86 (`TS_COMPAT`), `task_struct.thread_info.flags` on arm64 (`TIF_32BIT`).
+    pub task_compat_word: u32,
     /// `task_struct.tgid`.
     pub task_tgid: u32,
     /// `task_struct.real_parent`.

@@ -9,31 +9,31 @@ use aya_ebpf::{
 };
 use sendfile_trace_common::Hook;
 
-use crate::{capture, regs};
+use crate::{arch, capture};
 
-/// fentry of `__x64_sys_sendfile64`.
+/// fentry of the native syscall wrapper (`__x64_sys_sendfile64`, `__arm64_sys_sendfile64`).
 #[fentry]
-pub fn sendfile_fentry_x64(ctx: FEntryContext) -> u32 {
-    if let Some(r) = regs::read_regs(ctx.arg::<u64>(0)) {
-        capture::enter(regs::x64_args(&r), Hook::Fentry as u32);
+pub fn sendfile_fentry_native(ctx: FEntryContext) -> u32 {
+    if let Some(r) = arch::read_regs(ctx.arg::<u64>(0)) {
+        capture::enter(arch::native_args(&r), Hook::Fentry as u32);
     }
     0
 }
 
-/// fexit of `__x64_sys_sendfile64`: argument 1 is the return value.
+/// fexit of the native syscall wrapper: argument 1 is the return value.
 #[fexit]
-pub fn sendfile_fexit_x64(ctx: FExitContext) -> u32 {
+pub fn sendfile_fexit_native(ctx: FExitContext) -> u32 {
     capture::exit(ctx.arg::<i64>(1));
     0
 }
 
-macro_rules! ia32_pair {
+macro_rules! compat_pair {
     ($entry:ident, $exit:ident, $func:literal) => {
         #[doc = concat!("fentry of `", $func, "`.")]
         #[fentry]
         pub fn $entry(ctx: FEntryContext) -> u32 {
-            if let Some(r) = regs::read_regs(ctx.arg::<u64>(0)) {
-                capture::enter(regs::ia32_args(&r), Hook::Fentry as u32);
+            if let Some(r) = arch::read_regs(ctx.arg::<u64>(0)) {
+                capture::enter(arch::compat_args(&r), Hook::Fentry as u32);
             }
             0
         }
@@ -47,18 +47,18 @@ macro_rules! ia32_pair {
     };
 }
 
-ia32_pair!(
-    sendfile_fentry_ia32_a,
-    sendfile_fexit_ia32_a,
-    "first ia32 entry point"
+compat_pair!(
+    sendfile_fentry_compat_a,
+    sendfile_fexit_compat_a,
+    "first compat entry point"
 );
-ia32_pair!(
-    sendfile_fentry_ia32_b,
-    sendfile_fexit_ia32_b,
-    "second ia32 entry point"
+compat_pair!(
+    sendfile_fentry_compat_b,
+    sendfile_fexit_compat_b,
+    "second compat entry point"
 );
-ia32_pair!(
-    sendfile_fentry_ia32_c,
-    sendfile_fexit_ia32_c,
-    "third ia32 entry point"
+compat_pair!(
+    sendfile_fentry_compat_c,
+    sendfile_fexit_compat_c,
+    "third compat entry point"
 );

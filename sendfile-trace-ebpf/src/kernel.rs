@@ -9,7 +9,7 @@ use sendfile_trace_common::Offsets;
 /// Struct offsets of the running kernel, set by userspace at load (`names::OFFSETS`).
 #[unsafe(no_mangle)]
 pub static OFFSETS: Offsets = Offsets {
-    task_ti_status: 16,
+    task_compat_word: 16,
     ..zero_offsets()
 };
 

@@ -6,22 +6,24 @@ use aya_ebpf::{
 };
 use sendfile_trace_common::Hook;
 
-use crate::{capture, regs};
+use crate::{arch, capture, regs};
 
-/// Entry of `__x64_sys_sendfile64`: the user's registers are behind the first argument.
+/// Entry of the native syscall wrapper (`__x64_sys_sendfile64`, `__arm64_sys_sendfile64`): the
+/// user's registers are behind the first argument.
 #[kprobe]
-pub fn sendfile_kprobe_x64(ctx: ProbeContext) -> u32 {
-    if let Some(r) = ctx.arg::<u64>(0).and_then(regs::read_regs) {
-        capture::enter(regs::x64_args(&r), Hook::Kprobe as u32);
+pub fn sendfile_kprobe_native(ctx: ProbeContext) -> u32 {
+    if let Some(r) = ctx.arg::<u64>(0).and_then(arch::read_regs) {
+        capture::enter(arch::native_args(&r), Hook::Kprobe as u32);
     }
     0
 }
 
-/// Entry of the ia32 entry points (`__ia32_compat_sys_sendfile`, `__ia32_sys_sendfile64`, …).
+/// Entry of the 32-bit compat entry points (`__ia32_compat_sys_sendfile`,
+/// `__arm64_compat_sys_sendfile64`, …).
 #[kprobe]
-pub fn sendfile_kprobe_ia32(ctx: ProbeContext) -> u32 {
-    if let Some(r) = ctx.arg::<u64>(0).and_then(regs::read_regs) {
-        capture::enter(regs::ia32_args(&r), Hook::Kprobe as u32);
+pub fn sendfile_kprobe_compat(ctx: ProbeContext) -> u32 {
+    if let Some(r) = ctx.arg::<u64>(0).and_then(arch::read_regs) {
+        capture::enter(arch::compat_args(&r), Hook::Kprobe as u32);
     }
     0
 }
@@ -38,7 +40,7 @@ pub fn sendfile_kprobe_nowrap(ctx: ProbeContext) -> u32 {
         return 0;
     };
     capture::enter(
-        regs::x64(out_fd, in_fd, offset_ptr, count),
+        regs::native(out_fd, in_fd, offset_ptr, count),
         Hook::Kprobe as u32,
     );
     0

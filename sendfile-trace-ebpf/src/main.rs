@@ -3,10 +3,12 @@
 //! Three probe families capture the same call; userspace attaches exactly one of them:
 //! [`kprobe`] (kprobe + kretprobe on the syscall function, tried first), [`fentry`]
 //! (fentry + fexit on the same functions) and [`tracepoint`] (syscall tracepoints, plus raw
-//! `sys_enter`/`sys_exit` for 32-bit tasks). All of them funnel into [`capture`].
+//! `sys_enter`/`sys_exit` for 32-bit tasks). All of them funnel into [`capture`]. What differs
+//! between x86_64 and arm64 lives in [`arch`], chosen when the object is built.
 #![no_std]
 #![no_main]
 
+mod arch;
 mod capture;
 mod fd;
 mod fentry;

@@ -1,31 +1,11 @@
-//! Reading the user's syscall arguments from the `struct pt_regs` the syscall wrappers receive.
+//! The sendfile arguments as the user passed them, whatever the hook and architecture.
 //!
-//! With `CONFIG_ARCH_HAS_SYSCALL_WRAPPER` (every x86_64 kernel since 4.17) the syscall function
-//! `__x64_sys_sendfile64` takes one `const struct pt_regs *`, the registers saved at syscall
-//! entry. The x86_64 `pt_regs` layout is part of the kernel's user ABI (ptrace), so fixed offsets
-//! are safe here.
+//! Where they come from is architecture-specific (which saved registers, which syscall numbers,
+//! how a 32-bit task is recognised): see [`crate::arch`].
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use sendfile_trace_common::{NR_SENDFILE_I386, NR_SENDFILE64_X86_64, flags};
+use sendfile_trace_common::flags;
 
-/// The slice of x86_64 `struct pt_regs` from `bx` (offset 40) to `orig_ax` (offset 120).
-#[repr(C)]
-pub struct RegsSlice {
-    pub bx: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub ax: u64,
-    pub cx: u64,
-    pub dx: u64,
-    pub si: u64,
-    pub di: u64,
-    pub orig_ax: u64,
-}
-
-/// Byte offset of `bx` in x86_64 `struct pt_regs`.
-const BX_OFFSET: usize = 40;
+use crate::arch;
 
 /// The sendfile arguments as the user passed them.
 pub struct Args {
@@ -38,48 +18,41 @@ pub struct Args {
     pub flags: u32,
 }
 
-/// Reads the saved user registers behind a wrapper's `pt_regs` pointer.
+/// Arguments of the native 64-bit `sendfile` (kernel `sys_sendfile64`) from its four raw
+/// values; the fds are C `int`s, so only their low 32 bits count.
 #[inline(always)]
-pub fn read_regs(regs: u64) -> Option<RegsSlice> {
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one yields Err.
-    unsafe { bpf_probe_read_kernel((regs as usize + BX_OFFSET) as *const RegsSlice).ok() }
-}
-
-/// Arguments of a 64-bit `sendfile64` (x86_64 syscall 40) from its four raw values; the fds
-/// are C `int`s, so only their low 32 bits count.
-#[inline(always)]
-pub fn x64(out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> Args {
+pub fn native(out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> Args {
     Args {
         out_fd: out_fd as i32,
         in_fd: in_fd as i32,
         offset_ptr,
         count,
-        syscall_nr: NR_SENDFILE64_X86_64,
+        syscall_nr: arch::NR_SENDFILE64,
         flags: 0,
     }
 }
 
-/// Arguments of a 64-bit `sendfile64` from its saved registers (rdi, rsi, rdx, r10).
+/// Arguments of a 32-bit (compat) `sendfile` or `sendfile64` from its four raw register values
+/// and syscall number. Every argument is 32 bits wide; syscall [`arch::NR_COMPAT_SENDFILE`] takes
+/// a 32-bit `compat_off_t *`, [`arch::NR_COMPAT_SENDFILE64`] a 64-bit `loff_t *`.
 #[inline(always)]
-pub fn x64_args(r: &RegsSlice) -> Args {
-    x64(r.di, r.si, r.dx, r.r10)
-}
-
-/// Arguments of a 32-bit (ia32) `sendfile`/`sendfile64` from its saved registers (ebx, ecx,
-/// edx, esi). Syscall 187 takes a 32-bit `compat_off_t *`, 239 a 64-bit `loff_t *`.
-#[inline(always)]
-pub fn ia32_args(r: &RegsSlice) -> Args {
-    let syscall_nr = r.orig_ax as u32;
+pub fn compat(syscall_nr: u32, out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> Args {
     let mut f = flags::COMPAT;
-    if syscall_nr == NR_SENDFILE_I386 {
+    if syscall_nr == arch::NR_COMPAT_SENDFILE {
         f |= flags::OFFSET_32BIT;
     }
     Args {
-        out_fd: r.bx as u32 as i32,
-        in_fd: r.cx as u32 as i32,
-        offset_ptr: r.dx as u32 as u64,
-        count: r.si as u32 as u64,
+        out_fd: out_fd as u32 as i32,
+        in_fd: in_fd as u32 as i32,
+        offset_ptr: offset_ptr as u32 as u64,
+        count: count as u32 as u64,
         syscall_nr,
         flags: f,
     }
+}
+
+/// Whether `nr` is one of the two compat sendfile syscall numbers.
+#[inline(always)]
+pub fn is_compat_sendfile(nr: u64) -> bool {
+    nr == arch::NR_COMPAT_SENDFILE as u64 || nr == arch::NR_COMPAT_SENDFILE64 as u64
 }

@@ -115,9 +115,12 @@ fn layout_hint(e: &BtfError) -> String {
         BtfError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             format!("{e}: this kernel needs CONFIG_DEBUG_INFO_BTF")
         }
-        BtfError::Missing(_) | BtfError::Bitfield(_) => {
-            format!("{e}: a kernel layout this tracer does not know (please report it)")
-        }
+        BtfError::Missing(_) | BtfError::Bitfield(_) => format!(
+            "{e}; this {} build of sendfile-trace does not support this kernel {} (report it \
+             with this message)",
+            std::env::consts::ARCH,
+            crate::kernel::system::kernel_release()
+        ),
         _ => e.to_string(),
     }
 }

@@ -182,11 +182,19 @@ struct Stat {
     st_nlink: u64,
 }
 
+// 32-bit glibc's plain `fstat` has 32-bit sizes and inode numbers and fails with EOVERFLOW on
+// the 3 GiB sparse file of `large_count` (the AArch32 workload is built on glibc): use its LFS
+// `fstat64`. musl's `off_t` and `ino_t` are 64-bit everywhere, so its `fstat` is already that.
+#[cfg(not(all(target_env = "gnu", target_pointer_width = "32")))]
+use libc::{fstat as fstat_lfs, stat as stat_lfs};
+#[cfg(all(target_env = "gnu", target_pointer_width = "32"))]
+use libc::{fstat64 as fstat_lfs, stat64 as stat_lfs};
+
 fn fstat(fd: RawFd) -> io::Result<Stat> {
     // SAFETY: an all-zero stat is valid; fstat only fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut st: stat_lfs = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable stat.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    if unsafe { fstat_lfs(fd, &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
     #[allow(clippy::useless_conversion, clippy::unnecessary_cast)] // Widths differ per target.

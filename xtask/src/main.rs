@@ -27,8 +27,12 @@ enum Command {
     Test(test::TestArgs),
     /// Build the release binaries (target/release/sendfile-trace, sendfile-workload).
     Build,
-    /// Build only the BPF object.
-    BuildEbpf,
+    /// Build only the BPF object (for this host's architecture unless `--arch` says otherwise).
+    BuildEbpf {
+        /// Architecture the object is for: x86_64 or aarch64.
+        #[arg(long, default_value = compile::HOST_ARCH, value_parser = clap::builder::PossibleValuesParser::new(compile::ARCHES))]
+        arch: String,
+    },
     /// Boot a Debian kernel under QEMU and run a command inside it.
     Vm(vm::VmArgs),
     /// Measure what tracing costs per sendfile, beside the floor, bpftrace and strace.
@@ -43,8 +47,8 @@ fn main() {
         Command::Build => tools::ensure_all()
             .and_then(|()| compile::build_host())
             .map(|()| 0),
-        Command::BuildEbpf => tools::ensure_all()
-            .and_then(|()| compile::build_ebpf())
+        Command::BuildEbpf { arch } => tools::ensure_all()
+            .and_then(|()| compile::build_ebpf_for(&arch))
             .map(|p| {
                 eprintln!("xtask: BPF object at {}", p.display());
                 0

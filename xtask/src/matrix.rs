@@ -1,5 +1,5 @@
 //! The kernel × hook matrix: the integration suite under each hook, on Debian 6.1 and 6.12 in
-//! QEMU and natively on the host kernel.
+//! QEMU (x86_64, and arm64 under `qemu-system-aarch64`) and natively on the host kernel.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,12 +11,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     compile,
-    tools::{self, HOST_TOOLCHAIN, cargo},
     vm::{self, workspace_root},
 };
 
 /// Kernels of the matrix, the ones `cargo xtask vm` boots; "host" runs natively.
 pub use crate::vm::KERNELS;
+/// Architectures of the matrix (the host row exists only for the host's own).
+pub const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
 /// Hooks of the matrix.
 pub const HOOKS: [&str; 4] = ["kprobe", "fentry", "tracepoint", "auto"];
 /// Exit status the cell script uses for "unsupported, with the expected reason".
@@ -26,18 +27,19 @@ const UNSUPPORTED_MARKER: &str = "unsupported here, as expected";
 
 /// Static binaries that run in the guests.
 pub struct GuestBins {
-    /// The tracer (x86_64 musl).
+    /// The tracer (static musl, of the guest's architecture).
     pub tracer: PathBuf,
-    /// The workload (x86_64 musl).
+    /// The workload (static musl).
     pub workload: PathBuf,
-    /// The workload (i686 musl), named sendfile-workload32.
+    /// The 32-bit workload (i686 musl on x86_64, static AArch32 on arm64), named
+    /// sendfile-workload32.
     pub workload32: PathBuf,
-    /// The integration test binary (x86_64 musl), named trace_workload.
+    /// The integration test binary (static musl), named trace_workload.
     pub suite: PathBuf,
-    /// The other integration test binaries (x86_64 musl): test-nginx, test-filters.
+    /// The other integration test binaries (static musl): test-nginx, test-filters.
     pub suites: Vec<PathBuf>,
     /// Dynamically linked Debian programs the tests run (nginx, strace), copied into the guests
-    /// with their libraries.
+    /// with their libraries (the guest architecture's packages for a foreign one).
     pub host_binaries: Vec<PathBuf>,
 }
 
@@ -51,25 +53,17 @@ const SUITES: [(&str, &str); 3] = [
 /// Debian programs the suites run, by the path the package installs them at.
 const HOST_PROGRAMS: [&str; 2] = ["/usr/sbin/nginx", "/usr/bin/strace"];
 
-/// Builds the static guest binaries.
-pub fn build_guest_bins() -> Result<GuestBins> {
+/// Builds the static guest binaries for `arch` (x86_64 or aarch64).
+pub fn build_guest_bins(arch: &str) -> Result<GuestBins> {
     let root = workspace_root();
-    let target = "x86_64-unknown-linux-musl";
+    let triple = format!("{arch}-unknown-linux-musl");
+    let target = triple.as_str();
     let build = |args: &[&str]| {
-        let mut c = cargo(HOST_TOOLCHAIN);
-        c.current_dir(&root)
-            .args(args)
-            .args(["--release", "--target", target])
-            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object());
+        let mut c = compile::static_cargo(target);
+        c.args(args).args(["--release", "--target", target]);
         c
     };
-    tools::run(&mut build(&[
-        "build",
-        "-p",
-        "sendfile-trace",
-        "-p",
-        "sendfile-workload",
-    ]))?;
+    let musl = compile::build_static(target)?;
     let mut args = vec!["test", "-p", "sendfile-trace", "--no-run"];
     for (target, _) in SUITES {
         args.extend(["--test", target]);
@@ -94,14 +88,17 @@ pub fn build_guest_bins() -> Result<GuestBins> {
             .with_context(|| format!("no {target} test executable in cargo's output"))
     };
     // Guest files keep their basename: give each a distinct, stable one.
-    let stage = root.join("target/vm-stage");
+    let stage = if arch == "x86_64" {
+        root.join("target/vm-stage")
+    } else {
+        root.join(format!("target/vm-stage-{arch}"))
+    };
     std::fs::create_dir_all(&stage)?;
     let copy = |from: &Path, name: &str| -> Result<PathBuf> {
         let to = stage.join(name);
         std::fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
         Ok(to)
     };
-    let musl = root.join("target").join(target).join("release");
     let mut suites = Vec::new();
     for (target, name) in SUITES {
         suites.push(copy(&executable(target)?, name)?);
@@ -115,7 +112,14 @@ pub fn build_guest_bins() -> Result<GuestBins> {
     Ok(GuestBins {
         tracer: copy(&musl.join("sendfile-trace"), "sendfile-trace")?,
         workload: copy(&musl.join("sendfile-workload"), "sendfile-workload")?,
-        workload32: copy(&compile::build_workload32()?, "sendfile-workload32")?,
+        workload32: copy(
+            &if arch == "x86_64" {
+                compile::build_workload32()?
+            } else {
+                compile::build_workload_arm32()?
+            },
+            "sendfile-workload32",
+        )?,
         suite: suites.remove(0),
         suites,
         host_binaries,
@@ -125,6 +129,8 @@ pub fn build_guest_bins() -> Result<GuestBins> {
 /// One cell's outcome.
 #[derive(Debug)]
 pub struct Cell {
+    /// Architecture.
+    pub arch: &'static str,
     /// Kernel.
     pub kernel: &'static str,
     /// Hook.
@@ -171,7 +177,12 @@ fn cell_env(bins_dir: &str, hook: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Result<Cell> {
+fn run_cell(
+    arch: &'static str,
+    kernel: &'static str,
+    hook: &'static str,
+    bins: &GuestBins,
+) -> Result<Cell> {
     let started = Instant::now();
     let runs = cell_tests(hook);
     let (status, detail) = if kernel == "host" {
@@ -223,6 +234,7 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
         // The auto cell runs nginx and the filters too: allow for them under emulation.
         let timeout = if hook == "auto" { 2400 } else { 900 };
         match vm::run_in_vm(
+            arch,
             kernel,
             &includes,
             &bins.host_binaries,
@@ -240,6 +252,7 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
         }
     };
     Ok(Cell {
+        arch,
         kernel,
         hook,
         status,
@@ -248,40 +261,79 @@ fn run_cell(kernel: &'static str, hook: &'static str, bins: &GuestBins) -> Resul
     })
 }
 
-/// Runs every cell, prints the matrix, writes target/test-matrix.json; fails if a cell failed.
-pub fn run(kernels: &[&'static str]) -> Result<()> {
-    let bins = build_guest_bins()?;
-    for k in kernels.iter().filter(|k| **k != "host") {
-        vm::ensure_kernel(k)?;
+/// The label of a row: the kernel for x86_64 (as before arm64 rows existed), `arm64 <kernel>`.
+fn row_label(arch: &str, kernel: &str) -> String {
+    match arch {
+        "x86_64" => kernel.to_owned(),
+        "aarch64" => format!("arm64 {kernel}"),
+        other => format!("{other} {kernel}"),
+    }
+}
+
+/// Runs every cell of `arches` × `kernels` (no host row for an architecture other than the
+/// host's), prints the matrix, writes target/test-matrix.json; fails if a cell failed.
+pub fn run(arches: &[&'static str], kernels: &[&'static str]) -> Result<()> {
+    let mut rows: Vec<(&'static str, &'static str)> = Vec::new();
+    for &arch in arches {
+        for &kernel in kernels {
+            if kernel == "host" && arch != std::env::consts::ARCH {
+                continue;
+            }
+            rows.push((arch, kernel));
+        }
     }
     let mut cells = Vec::new();
-    for &kernel in kernels {
-        for hook in HOOKS {
-            eprintln!("xtask: matrix cell {kernel} × {hook}");
-            cells.push(run_cell(kernel, hook, &bins)?);
+    for &arch in arches {
+        let arch_rows: Vec<_> = rows.iter().filter(|(a, _)| *a == arch).collect();
+        if arch_rows.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let bins = build_guest_bins(arch)?;
+        for (_, k) in arch_rows.iter().filter(|(_, k)| *k != "host") {
+            vm::ensure_kernel(arch, k)?;
+        }
+        eprintln!(
+            "xtask: {arch} guest binaries and kernels ready in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        for &&(arch, kernel) in &arch_rows {
+            for hook in HOOKS {
+                eprintln!("xtask: matrix cell {} × {hook}", row_label(arch, kernel));
+                cells.push(run_cell(arch, kernel, hook, &bins)?);
+            }
         }
     }
     println!("\nkernel × hook matrix (integration suite, every call matched field by field)");
-    print!("{:<8}", "kernel");
+    print!("{:<12}", "kernel");
     for hook in HOOKS {
         print!("{hook:<14}");
     }
     println!();
-    for &kernel in kernels {
-        print!("{kernel:<8}");
-        for c in cells.iter().filter(|c| c.kernel == kernel) {
+    for &(arch, kernel) in &rows {
+        print!("{:<12}", row_label(arch, kernel));
+        for c in cells
+            .iter()
+            .filter(|c| c.kernel == kernel && c.arch == arch)
+        {
             print!("{:<14}", c.status);
         }
         println!();
     }
     for c in cells.iter().filter(|c| !c.detail.is_empty()) {
-        println!("  {} × {}: {} — {}", c.kernel, c.hook, c.status, c.detail);
+        println!(
+            "  {} × {}: {} — {}",
+            row_label(c.arch, c.kernel),
+            c.hook,
+            c.status,
+            c.detail
+        );
     }
     let json: Vec<serde_json::Value> = cells
         .iter()
         .map(|c| {
             serde_json::json!({
-                "kernel": c.kernel, "hook": c.hook, "status": c.status,
+                "arch": c.arch, "kernel": c.kernel, "hook": c.hook, "status": c.status,
                 "detail": c.detail, "seconds": (c.seconds * 10.0).round() / 10.0,
             })
         })
@@ -292,7 +344,7 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
     let failed: Vec<String> = cells
         .iter()
         .filter(|c| c.status == "failed")
-        .map(|c| format!("{} × {}", c.kernel, c.hook))
+        .map(|c| format!("{} × {}", row_label(c.arch, c.kernel), c.hook))
         .collect();
     if !failed.is_empty() {
         bail!("matrix cells failed: {}", failed.join(", "));
@@ -303,7 +355,11 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
         .filter(|c| c.kernel != "host" && c.hook == "kprobe")
     {
         if c.status != "passed" {
-            bail!("kprobe must pass on {}, got {}", c.kernel, c.status);
+            bail!(
+                "kprobe must pass on {}, got {}",
+                row_label(c.arch, c.kernel),
+                c.status
+            );
         }
     }
     Ok(())

@@ -17,6 +17,10 @@ pub struct TestArgs {
     /// Kernels of the matrix (repeatable): 6.1, 6.12, host. Default: all three.
     #[arg(long = "kernel", value_parser = clap::builder::PossibleValuesParser::new(matrix::KERNELS))]
     pub kernels: Vec<String>,
+    /// Architectures of the matrix (repeatable): x86_64, aarch64 (arm64 guests under emulation).
+    /// Default: both.
+    #[arg(long = "arch", value_parser = clap::builder::PossibleValuesParser::new(matrix::ARCHES))]
+    pub arches: Vec<String>,
     /// Skip the kernel × hook matrix (host suite only).
     #[arg(long)]
     pub no_matrix: bool,
@@ -48,20 +52,22 @@ fn lint() -> Result<()> {
             ])
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
     )?;
-    tools::run(
-        cargo(BPF_TOOLCHAIN)
-            .current_dir(&ebpf_dir)
-            .args([
-                "clippy",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "-Z",
-                "build-std=core",
-            ])
-            .args(["--", "-D", "warnings"])
-            .env("CARGO_TARGET_DIR", root.join("target/bpf")),
-    )
+    // The kernel side once per architecture: each compiles its own arch module.
+    for arch in compile::ARCHES {
+        tools::run(
+            compile::bpf_cargo(arch)
+                .args([
+                    "clippy",
+                    "--release",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                ])
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs the whole suite; the exit code is 0 only if everything passed.
@@ -94,7 +100,11 @@ pub fn test(args: TestArgs) -> Result<i32> {
                 .filter(|k| args.kernels.iter().any(|a| a == k))
                 .collect()
         };
-        matrix::run(&kernels)?;
+        let arches: Vec<&'static str> = matrix::ARCHES
+            .into_iter()
+            .filter(|a| args.arches.is_empty() || args.arches.iter().any(|x| x == a))
+            .collect();
+        matrix::run(&arches, &kernels)?;
     }
     Ok(0)
 }

@@ -13,8 +13,13 @@ pub const BPF_TOOLCHAIN: &str = "nightly-2026-08-05";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Where Debian's llvm-22-dev lives.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// Static targets for guest binaries and the 32-bit (compat) workload.
-pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
+/// Static targets for guest binaries (x86_64 and arm64, the latter linked by rust-lld) and the
+/// 32-bit (compat) workload.
+pub const MUSL_TARGETS: [&str; 3] = [
+    "x86_64-unknown-linux-musl",
+    "aarch64-unknown-linux-musl",
+    "i686-unknown-linux-musl",
+];
 /// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
 /// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
 const APT_PACKAGES: [&str; 11] = [

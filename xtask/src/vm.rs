@@ -1,12 +1,19 @@
-//! `cargo xtask vm --kernel <6.1|6.12|host> [--hook H] [--include FILE]... [--timeout SECS] --
-//! COMMAND...`: boot a Debian kernel under QEMU (TCG) and run one command inside it, or run it on
-//! the host (`--kernel host`) through the same interface. Exits with the command's status.
+//! `cargo xtask vm [--arch x86_64|aarch64] --kernel <6.1|6.12|host> [--hook H] [--include FILE]...
+//! [--timeout SECS] -- COMMAND...`: boot a Debian kernel under QEMU (TCG) and run one command
+//! inside it, or run it on the host (`--kernel host`) through the same interface. Exits with the
+//! command's status.
 //!
 //! - Kernels: the newest `linux-image-6.1.0-*-amd64` / `linux-image-6.12.*+deb*-amd64` apt
-//!   knows, `apt-get download`ed and `dpkg -x`ed once into `target/vm-cache/<kernel>/root`; its
-//!   payload is decompressed once to `vmlinux-<release>` and booted through PVH (saves ~2 s of
-//!   XZ decompression under TCG on 6.1). QEMU and busybox-static are apt-installed if missing.
-//!   Delete `target/vm-cache/<kernel>` to pick up a newer kernel.
+//!   knows (`-arm64`, from the `arm64` foreign architecture, with `--arch aarch64`),
+//!   `apt-get download`ed and `dpkg -x`ed once into `target/vm-cache/<kernel>/root`
+//!   (`aarch64-<kernel>` for arm64); an x86 payload is decompressed once to `vmlinux-<release>`
+//!   and booted through PVH (saves ~2 s of XZ decompression under TCG on 6.1). QEMU and
+//!   busybox-static (`:arm64`, unpacked into the cache, for arm64 guests) are apt-installed if
+//!   missing. Delete `target/vm-cache/<kernel>` to pick up a newer kernel.
+//! - arm64 guests: `qemu-system-aarch64 -M virt -cpu max` (which also runs AArch32 code at EL0,
+//!   so 32-bit compat binaries work), the PL011 UART as the console and two virtio consoles
+//!   (`/dev/hvc0`, `/dev/hvc1`) for stdout and stderr; on kernels that build virtio-pci and
+//!   virtio-console as modules (6.1) they are loaded from the kernel package first.
 //! - Guest: an initramfs with static busybox; proc, sysfs, devtmpfs, tmpfs (/tmp, /run),
 //!   tracefs, debugfs, bpffs and cgroup2 mounted, `lo` up (127.0.0.1 and ::1), the kernel's
 //!   config at `/boot/config-<release>`, cwd `/`, PATH `/:/bin:/sbin:/usr/bin:/usr/sbin`.
@@ -17,9 +24,9 @@
 //! - Environment: `SENDFILE_TRACE_KERNEL=<6.1|6.12|host>`, `SENDFILE_TRACE_IN_VM=1` (guest
 //!   only), `SENDFILE_TRACE_HOOK=H` with `--hook`.
 //! - Command: run as `sh -c SCRIPT` (see [`shell_script`]), stdin `/dev/null`.
-//! - Output: stdout and stderr travel on serial ports of their own (ttyS1, ttyS2, raw, so bytes
-//!   pass unchanged) and come out live and separate on the runner's stdout and stderr. ttyS0 is
-//!   the console (`quiet loglevel=1`): it carries the exit marker; anything else on it (a kernel
+//! - Output: stdout and stderr travel on serial ports of their own (ttyS1, ttyS2 on x86; hvc0,
+//!   hvc1 on arm64; raw, so bytes pass unchanged) and come out live and separate on the runner's
+//!   stdout and stderr. ttyS0 (ttyAMA0) is the console (`quiet loglevel=1`): it carries the exit marker; anything else on it (a kernel
 //!   emergency, an oops: `oops=panic` is set) is shown on stderr prefixed `vm console:`.
 //! - Failure: a VM that panics, never reports, or outlives `--timeout` (default 600 s, QEMU
 //!   killed) is an error carrying the last 40 lines of all ports.
@@ -43,6 +50,54 @@ use anyhow::{Context, Result, bail};
 /// Kernels `--kernel` accepts; `host` runs the command without a VM.
 pub const KERNELS: &[&str] = &["6.1", "6.12", "host"];
 
+/// Guest architectures `--arch` accepts (Rust `target_arch` names).
+pub const ARCHES: &[&str] = &["x86_64", "aarch64"];
+
+/// How the guests of one architecture boot.
+pub struct Machine {
+    /// QEMU binary.
+    pub qemu: &'static str,
+    /// Debian package that has it.
+    pub qemu_package: &'static str,
+    /// Machine and CPU arguments.
+    pub args: &'static str,
+    /// Debian's name of the architecture (kernel package suffix, `:arch` qualifier).
+    pub debian_arch: &'static str,
+    /// Guest devices: console, the command's stdout, its stderr.
+    pub ports: [&'static str; 3],
+}
+
+/// The machine of `arch` (one of [`ARCHES`]).
+pub fn machine(arch: &str) -> Result<&'static Machine> {
+    // Single-threaded TCG: with one host thread per vCPU (MTTCG, QEMU 7.2) a 6.12 boot once died
+    // of "Oops: int3" in patched kernel text (a vCPU ran a stale translation of a text_poke),
+    // and kprobes patch text the same way. It costs about 0.2 s of boot.
+    static X86_64: Machine = Machine {
+        qemu: "qemu-system-x86_64",
+        qemu_package: "qemu-system-x86",
+        args: "-accel tcg,thread=single -cpu max",
+        debian_arch: "amd64",
+        ports: ["ttyS0", "ttyS1", "ttyS2"],
+    };
+    // `virt` has one UART; stdout and stderr go to virtio consoles. `-cpu max` includes AArch32
+    // at EL0. Single-threaded TCG for the same reason as on x86 (kprobes patch kernel text).
+    static AARCH64: Machine = Machine {
+        qemu: "qemu-system-aarch64",
+        qemu_package: "qemu-system-arm",
+        args: "-M virt -accel tcg,thread=single -cpu max",
+        debian_arch: "arm64",
+        ports: ["ttyAMA0", "hvc0", "hvc1"],
+    };
+    match arch {
+        "x86_64" => Ok(&X86_64),
+        "aarch64" => Ok(&AARCH64),
+        _ => bail!(
+            "unknown architecture {arch:?}; expected one of {}",
+            ARCHES.join(", ")
+        ),
+    }
+}
+
 /// How many lines of serial output a failure shows.
 const TAIL_LINES: usize = 40;
 
@@ -52,6 +107,9 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 /// Arguments of `cargo xtask vm`.
 #[derive(clap::Args, Debug)]
 pub struct VmArgs {
+    /// Guest architecture: x86_64 or aarch64 (arm64, emulated).
+    #[arg(long, default_value = "x86_64", value_parser = clap::builder::PossibleValuesParser::new(ARCHES))]
+    pub arch: String,
     /// Kernel to boot: 6.1 or 6.12 (Debian, under QEMU), or host (no VM).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(KERNELS))]
     pub kernel: String,
@@ -81,6 +139,7 @@ pub fn run(args: VmArgs) -> Result<i32> {
         env.push(("SENDFILE_TRACE_HOOK".to_owned(), hook));
     }
     run_in_vm(
+        &args.arch,
         &args.kernel,
         &args.includes,
         &args.host_binaries,
@@ -103,16 +162,19 @@ pub fn cache_dir() -> PathBuf {
     workspace_root().join("target").join("vm-cache")
 }
 
-/// Returns the vmlinuz of Debian kernel `kernel` (6.1 or 6.12), downloading it if needed.
-pub fn ensure_kernel(kernel: &str) -> Result<PathBuf> {
+/// Returns the vmlinuz of Debian kernel `kernel` (6.1 or 6.12) for `arch`, downloading it if
+/// needed.
+pub fn ensure_kernel(arch: &str, kernel: &str) -> Result<PathBuf> {
     let tmp = TempDir::new()?;
-    kernel::ensure(kernel, &cache_dir(), &tmp.path)
+    kernel::ensure(machine(arch)?, kernel, &cache_dir(), &tmp.path)
 }
 
 /// Runs `command` (see [`shell_script`]) with `env` and `includes` under `kernel` (6.1, 6.12 or
-/// host), failing after `timeout`; returns the command's exit status. `host_binaries` (with their
-/// libraries) are copied into the guest at their own paths.
+/// host) of `arch`, failing after `timeout`; returns the command's exit status. `host_binaries`
+/// (with their libraries) are copied into the guest at their own paths; for a foreign `arch`
+/// they are taken from that architecture's Debian packages (see [`initramfs::foreign`]).
 pub fn run_in_vm(
+    arch: &str,
     kernel: &str,
     includes: &[PathBuf],
     host_binaries: &[PathBuf],
@@ -149,11 +211,35 @@ pub fn run_in_vm(
             );
         }
     }
+    let machine = machine(arch)?;
     if kernel == "host" {
+        if arch != std::env::consts::ARCH {
+            bail!(
+                "--kernel host runs on this {} host, not on {arch}",
+                std::env::consts::ARCH
+            );
+        }
         run_on_host(includes, &full_env, &script, timeout)
     } else {
-        let host_files = initramfs::with_libraries(host_binaries)?;
-        run_qemu(kernel, includes, &host_files, &full_env, &script, timeout)
+        let host_files = if arch == std::env::consts::ARCH {
+            initramfs::with_libraries(host_binaries)?
+                .into_iter()
+                .map(|p| (p.clone(), p))
+                .collect()
+        } else {
+            let tmp = TempDir::new()?;
+            initramfs::foreign(machine, host_binaries, &cache_dir(), &tmp.path)?
+        };
+        run_qemu(
+            machine,
+            arch,
+            kernel,
+            includes,
+            &host_files,
+            &full_env,
+            &script,
+            timeout,
+        )
     }
 }
 
@@ -307,17 +393,29 @@ fn run_on_host(
     }
 }
 
-/// Installs QEMU if it is missing; returns its path.
-fn ensure_qemu() -> Result<PathBuf> {
-    if let Some(q) = kernel::which("qemu-system-x86_64") {
+/// Installs QEMU for `machine` if it is missing; returns its path.
+fn ensure_qemu(machine: &Machine) -> Result<PathBuf> {
+    if let Some(q) = kernel::which(machine.qemu) {
         return Ok(q);
     }
-    crate::tools::apt_install(&["qemu-system-x86"])?;
-    kernel::which("qemu-system-x86_64").context("qemu-system-x86_64 not found after install")
+    crate::tools::apt_install(&[machine.qemu_package])?;
+    kernel::which(machine.qemu).with_context(|| format!("{} not found after install", machine.qemu))
 }
 
-/// Finds a statically linked busybox, installing busybox-static if there is none.
-fn ensure_busybox() -> Result<PathBuf> {
+/// Finds a statically linked busybox for `machine`: the host's for the host's architecture
+/// (installing busybox-static if there is none), else busybox-static of that architecture
+/// unpacked into the cache.
+fn ensure_busybox(machine: &Machine, arch: &str) -> Result<PathBuf> {
+    if arch != std::env::consts::ARCH {
+        let tmp = TempDir::new()?;
+        let root = kernel::foreign_packages(machine, &["busybox-static"], &cache_dir(), &tmp.path)?;
+        let b = root.join("bin/busybox");
+        return if b.is_file() {
+            Ok(b)
+        } else {
+            bail!("busybox-static:{} has no bin/busybox", machine.debian_arch)
+        };
+    }
     let find = || {
         ["/bin/busybox", "/usr/bin/busybox"]
             .iter()
@@ -469,18 +567,25 @@ enum Ending {
 }
 
 /// Boots `kernel` under QEMU with an initramfs that runs `script`.
+#[allow(clippy::too_many_arguments)]
 fn run_qemu(
+    machine: &Machine,
+    arch: &str,
     kernel: &str,
     includes: &[PathBuf],
-    host_files: &[PathBuf],
+    host_files: &[(PathBuf, PathBuf)],
     env: &[(String, String)],
     script: &str,
     timeout: Duration,
 ) -> Result<i32> {
-    let qemu = ensure_qemu()?;
-    let busybox = ensure_busybox()?;
-    let vmlinuz = ensure_kernel(kernel)?;
-    let image = kernel::boot_image(&vmlinuz);
+    let qemu = ensure_qemu(machine)?;
+    let busybox = ensure_busybox(machine, arch)?;
+    let vmlinuz = ensure_kernel(arch, kernel)?;
+    let image = if arch == "x86_64" {
+        kernel::boot_image(&vmlinuz)
+    } else {
+        vmlinuz.clone()
+    };
     let tmp = TempDir::new()?;
     let marker = format!("XTASK-VM-EXIT-{}", nonce());
     let initrd = tmp.path.join("initramfs.cpio");
@@ -490,6 +595,8 @@ fn run_qemu(
         &initramfs::Guest {
             busybox: &busybox,
             kconfig: kconfig.as_deref(),
+            modules: &kernel::console_modules(&vmlinuz),
+            ports: machine.ports,
             includes,
             host_files,
             env,
@@ -518,14 +625,13 @@ fn run_qemu(
     let mut socks = Vec::new();
     let mut readers = Vec::new();
     let mut qemu_cmd = Command::new(&qemu);
-    // Single-threaded TCG: with one host thread per vCPU (MTTCG, QEMU 7.2) a 6.12 boot once died
-    // of "Oops: int3" in patched kernel text (a vCPU ran a stale translation of a text_poke),
-    // and kprobes patch text the same way. It costs about 0.2 s of boot.
-    qemu_cmd.args(
-        "-accel tcg,thread=single -cpu max -smp 2 -m 1G -nodefaults -no-user-config \
-         -display none -monitor none -no-reboot -nic none"
+    qemu_cmd.args(machine.args.split_whitespace()).args(
+        "-smp 2 -m 1G -nodefaults -no-user-config -display none -monitor none -no-reboot -nic none"
             .split_whitespace(),
     );
+    if arch != "x86_64" {
+        qemu_cmd.args(["-device", "virtio-serial-pci,id=vser"]);
+    }
     for (i, (tag, sink)) in ports.into_iter().enumerate() {
         let path = sock_dir.join(format!("ttyS{i}.sock"));
         let listener =
@@ -540,9 +646,14 @@ fn run_qemu(
         ));
         qemu_cmd
             .arg("-chardev")
-            .arg(format!("socket,id=s{i},path={}", path.display()))
-            .arg("-serial")
-            .arg(format!("chardev:s{i}"));
+            .arg(format!("socket,id=s{i},path={}", path.display()));
+        if arch == "x86_64" || i == 0 {
+            qemu_cmd.arg("-serial").arg(format!("chardev:s{i}"));
+        } else {
+            qemu_cmd
+                .arg("-device")
+                .arg(format!("virtconsole,chardev=s{i},bus=vser.0"));
+        }
         socks.push(path);
     }
     qemu_cmd
@@ -551,7 +662,10 @@ fn run_qemu(
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
-        .arg("console=ttyS0 panic=-1 quiet loglevel=1 oops=panic")
+        .arg(format!(
+            "console={} panic=-1 quiet loglevel=1 oops=panic",
+            machine.ports[0]
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

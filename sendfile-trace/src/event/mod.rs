@@ -16,12 +16,20 @@ pub use self::{
 use std::borrow::Cow;
 
 use sendfile_trace_common::{
-    Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, SendfileRecord, entry_status,
-    flags,
+    Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, SendfileRecord, entry_status, flags,
 };
 use serde::Serialize;
 
 use crate::{SCHEMA_VERSION, kernel::system::WallClock};
+
+/// The native `sendfile` syscall number of the architecture this binary (and the BPF object it
+/// embeds) is built for.
+#[cfg(target_arch = "x86_64")]
+const NR_SENDFILE64_NATIVE: u32 = sendfile_trace_common::NR_SENDFILE64_X86_64;
+/// The native `sendfile` syscall number of the architecture this binary (and the BPF object it
+/// embeds) is built for.
+#[cfg(target_arch = "aarch64")]
+const NR_SENDFILE64_NATIVE: u32 = sendfile_trace_common::NR_SENDFILE64_AARCH64;
 
 /// Per-host context added to every event.
 #[derive(Clone, Debug)]
@@ -82,9 +90,10 @@ pub struct SendfileEvent<'a> {
     pub event_id: &'static str,
     /// Always "sendfile".
     pub event_name: &'static str,
-    /// The syscall used: "sendfile64" (x86_64 40, i386 239) or "sendfile" (i386 187).
+    /// The syscall used: "sendfile64" (x86_64 40, arm64 71, compat 239) or "sendfile" (compat
+    /// 187).
     pub syscall: &'static str,
-    /// The syscall number used (40, 187, 239).
+    /// The syscall number used (40 or 71, 187, 239).
     pub syscall_nr: u32,
     /// Raw result: bytes moved, or -errno.
     pub return_value: i64,
@@ -285,7 +294,7 @@ impl Enricher {
         let compat = r.flags & flags::COMPAT != 0;
         let syscall = match (compat, r.syscall_nr) {
             (true, NR_SENDFILE_I386) => "sendfile",
-            (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_X86_64) => "sendfile64",
+            (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_NATIVE) => "sendfile64",
             _ => "unknown",
         };
         let valid = |bit: u32, v: i64| (r.flags & bit != 0).then_some(v);

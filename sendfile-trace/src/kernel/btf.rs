@@ -10,6 +10,17 @@ use std::collections::HashMap;
 use sendfile_trace_common::{FILE_WINDOW, INODE_WINDOW, Offsets};
 
 const BTF_MAGIC: u16 = 0xeb9f;
+
+/// The `task_struct` member holding this architecture's "32-bit syscall" bit, which the
+/// tracepoint hook tests on every syscall: x86 `thread_info.status` (`TS_COMPAT`), arm64
+/// `thread_info.flags` (`TIF_32BIT`; arm64's `thread_info` has no `status`).
+#[cfg(target_arch = "x86_64")]
+pub const COMPAT_WORD: &str = "thread_info.status";
+/// The `task_struct` member holding this architecture's "32-bit syscall" bit, which the
+/// tracepoint hook tests on every syscall: x86 `thread_info.status` (`TS_COMPAT`), arm64
+/// `thread_info.flags` (`TIF_32BIT`; arm64's `thread_info` has no `status`).
+#[cfg(target_arch = "aarch64")]
+pub const COMPAT_WORD: &str = "thread_info.flags";
 const KIND_INT: u32 = 1;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
@@ -276,7 +287,7 @@ impl Btf {
         o: impl Fn(&str, &str) -> Result<u32, BtfError>,
     ) -> Result<Offsets, BtfError> {
         Ok(Offsets {
-            task_ti_status: o("task_struct", "thread_info.status")?,
+            task_compat_word: o("task_struct", COMPAT_WORD)?,
             task_tgid: o("task_struct", "tgid")?,
             task_real_parent: o("task_struct", "real_parent")?,
             task_group_leader: o("task_struct", "group_leader")?,
@@ -390,9 +401,13 @@ mod tests {
     fn offsets_from_this_kernel() {
         let btf = Btf::from_sys_fs().expect("these tests need kernel BTF");
         let o = btf.offsets().unwrap();
-        // x86_64 layouts stable for years: thread_info first in task_struct, f_path.mnt before
-        // f_path.dentry, sk_common at the start of sock.
-        assert_eq!(o.task_ti_status, 16);
+        // Layouts stable for years: thread_info first in task_struct (x86 `status` after the
+        // 8-byte flags and syscall_work; arm64 `flags` first), f_path.mnt before f_path.dentry,
+        // sk_common at the start of sock.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(o.task_compat_word, 16);
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(o.task_compat_word, 0);
         assert_eq!(o.file_path_dentry, o.file_path_mnt + 8);
         assert!(o.sk_family < 32 && o.sk_num < 32);
         assert_eq!(o.upid_size, 16);

@@ -24,15 +24,27 @@ use self::filter::FilterSet;
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
 
 /// The 64-bit syscall function with syscall wrappers (`struct pt_regs *` argument).
-const X64_FN: &str = "__x64_sys_sendfile64";
-/// The 64-bit syscall function on kernels without syscall wrappers.
-const NOWRAP_FN: &str = "sys_sendfile64";
-/// The ia32 entry points that may exist (which one serves 187 and 239 depends on the kernel).
-const IA32_FNS: [&str; 3] = [
+#[cfg(target_arch = "x86_64")]
+const NATIVE_FN: &str = "__x64_sys_sendfile64";
+/// The 32-bit (ia32) entry points that may exist (which one serves 187 and 239 depends on the
+/// kernel); at most three, one program pair each under fentry.
+#[cfg(target_arch = "x86_64")]
+const COMPAT_FNS: [&str; 3] = [
     "__ia32_compat_sys_sendfile",
     "__ia32_sys_sendfile64",
     "__ia32_compat_sys_sendfile64",
 ];
+/// The 64-bit syscall function with syscall wrappers (`struct pt_regs *` argument).
+#[cfg(target_arch = "aarch64")]
+const NATIVE_FN: &str = "__arm64_sys_sendfile64";
+/// The 32-bit (AArch32) entry points: `sendfile` (187) and `sendfile64` (239).
+#[cfg(target_arch = "aarch64")]
+const COMPAT_FNS: [&str; 2] = [
+    "__arm64_compat_sys_sendfile",
+    "__arm64_compat_sys_sendfile64",
+];
+/// The 64-bit syscall function on kernels without syscall wrappers.
+const NOWRAP_FN: &str = "sys_sendfile64";
 
 /// Settings for loading the BPF object.
 #[derive(Clone, Debug)]
@@ -70,13 +82,13 @@ pub struct Attached {
 
 /// Every entry program of every hook: detached before the exit programs at shutdown.
 const ENTRY_PROGRAMS: [&str; 9] = [
-    "sendfile_kprobe_x64",
-    "sendfile_kprobe_ia32",
+    "sendfile_kprobe_native",
+    "sendfile_kprobe_compat",
     "sendfile_kprobe_nowrap",
-    "sendfile_fentry_x64",
-    "sendfile_fentry_ia32_a",
-    "sendfile_fentry_ia32_b",
-    "sendfile_fentry_ia32_c",
+    "sendfile_fentry_native",
+    "sendfile_fentry_compat_a",
+    "sendfile_fentry_compat_b",
+    "sendfile_fentry_compat_c",
     TRACEPOINT_PROGRAMS.enter,
     TRACEPOINT_PROGRAMS.raw_enter,
 ];
@@ -118,9 +130,7 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         HookChoice::Fentry => &[Hook::Fentry],
         HookChoice::Tracepoint => &[Hook::Tracepoint],
     };
-    let offsets = btf::Btf::from_sys_fs()
-        .and_then(|b| b.offsets())
-        .map_err(LoadError::Layouts)?;
+    let offsets = kernel_offsets()?;
     let mut fallbacks = Vec::new();
     for &hook in order {
         // A fresh object per attempt: a failed attempt's programs and links go with it.
@@ -142,6 +152,15 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         }
     }
     Err(Error::NoHook(fallbacks))
+}
+
+/// The struct offsets of the running kernel, with an error that says which of the two things
+/// went wrong: no BTF at all (a kernel configuration matter), or BTF without a member this build
+/// reads (a kernel layout this version does not know); see `LoadError::Layouts`.
+fn kernel_offsets() -> Result<sendfile_trace_common::Offsets, LoadError> {
+    btf::Btf::from_sys_fs()
+        .and_then(|btf| btf.offsets())
+        .map_err(LoadError::Layouts)
 }
 
 fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<Ebpf, Error> {
@@ -190,18 +209,21 @@ fn attach_hook(ebpf: &mut Ebpf, hook: Hook) -> Result<Vec<String>, AttachError> 
     }
 }
 
-/// The syscall functions present: the 64-bit one (wrapped or not) and the ia32 ones.
+/// The syscall functions present: the 64-bit one (wrapped or not) and the compat ones.
 fn syscall_functions() -> Result<(&'static str, bool, Vec<&'static str>), AttachError> {
     let syms: HashSet<String> = system::sendfile_symbols().map_err(AttachError::Kallsyms)?;
-    let (x64, wrapped) = if syms.contains(X64_FN) {
-        (X64_FN, true)
+    let (native, wrapped) = if syms.contains(NATIVE_FN) {
+        (NATIVE_FN, true)
     } else if syms.contains(NOWRAP_FN) {
         (NOWRAP_FN, false)
     } else {
-        return Err(AttachError::NoSyscallFunction(vec![X64_FN, NOWRAP_FN]));
+        return Err(AttachError::NoSyscallFunction(vec![NATIVE_FN, NOWRAP_FN]));
     };
-    let ia32 = IA32_FNS.into_iter().filter(|f| syms.contains(*f)).collect();
-    Ok((x64, wrapped, ia32))
+    let compat = COMPAT_FNS
+        .into_iter()
+        .filter(|f| syms.contains(*f))
+        .collect();
+    Ok((native, wrapped, compat))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, AttachError>
@@ -218,8 +240,10 @@ where
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
-    let (x64, wrapped, ia32) = syscall_functions()?;
-    let all: Vec<&str> = std::iter::once(x64).chain(ia32.iter().copied()).collect();
+    let (native, wrapped, compat) = syscall_functions()?;
+    let all: Vec<&str> = std::iter::once(native)
+        .chain(compat.iter().copied())
+        .collect();
     let err = |what: &str, source| AttachError::Program {
         what: what.to_owned(),
         source,
@@ -232,19 +256,19 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
         ret.attach(f, 0)
             .map_err(|e| err(&format!("kretprobe on {f}"), e))?;
     }
-    let entry_x64 = if wrapped {
-        "sendfile_kprobe_x64"
+    let entry_native = if wrapped {
+        "sendfile_kprobe_native"
     } else {
         "sendfile_kprobe_nowrap"
     };
-    let p: &mut KProbe = program(ebpf, entry_x64)?;
+    let p: &mut KProbe = program(ebpf, entry_native)?;
     p.load().map_err(|e| err("loading the kprobe", e))?;
-    p.attach(x64, 0)
-        .map_err(|e| err(&format!("kprobe on {x64}"), e))?;
-    if !ia32.is_empty() {
-        let p: &mut KProbe = program(ebpf, "sendfile_kprobe_ia32")?;
-        p.load().map_err(|e| err("loading the ia32 kprobe", e))?;
-        for f in &ia32 {
+    p.attach(native, 0)
+        .map_err(|e| err(&format!("kprobe on {native}"), e))?;
+    if !compat.is_empty() {
+        let p: &mut KProbe = program(ebpf, "sendfile_kprobe_compat")?;
+        p.load().map_err(|e| err("loading the compat kprobe", e))?;
+        for f in &compat {
             p.attach(f, 0)
                 .map_err(|e| err(&format!("kprobe on {f}"), e))?;
         }
@@ -256,22 +280,22 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     if !system::has_kernel_btf() {
         return Err(AttachError::NoBtf(system::VMLINUX_BTF));
     }
-    let (x64, wrapped, ia32) = syscall_functions()?;
+    let (native, wrapped, compat) = syscall_functions()?;
     if !wrapped {
-        return Err(AttachError::Unwrapped(X64_FN));
+        return Err(AttachError::Unwrapped(NATIVE_FN));
     }
     let btf = Btf::from_sys_fs().map_err(AttachError::Btf)?;
     let err = |what: &str, source| AttachError::Program {
         what: what.to_owned(),
         source,
     };
-    let ia32_pairs = [
-        ("sendfile_fentry_ia32_a", "sendfile_fexit_ia32_a"),
-        ("sendfile_fentry_ia32_b", "sendfile_fexit_ia32_b"),
-        ("sendfile_fentry_ia32_c", "sendfile_fexit_ia32_c"),
+    let compat_pairs = [
+        ("sendfile_fentry_compat_a", "sendfile_fexit_compat_a"),
+        ("sendfile_fentry_compat_b", "sendfile_fexit_compat_b"),
+        ("sendfile_fentry_compat_c", "sendfile_fexit_compat_c"),
     ];
-    let pairs = std::iter::once((("sendfile_fentry_x64", "sendfile_fexit_x64"), x64))
-        .chain(ia32_pairs.into_iter().zip(ia32.iter().copied()));
+    let pairs = std::iter::once((("sendfile_fentry_native", "sendfile_fexit_native"), native))
+        .chain(compat_pairs.into_iter().zip(compat.iter().copied()));
     let mut targets = Vec::new();
     for ((entry, exit), f) in pairs {
         let p: &mut FExit = program(ebpf, exit)?;
@@ -352,7 +376,7 @@ pub fn attach_tracepoints(
     Ok(vec![
         "syscalls:sys_enter_sendfile64".into(),
         "syscalls:sys_exit_sendfile64".into(),
-        "raw_syscalls:sys_enter (i386 187, 239)".into(),
-        "raw_syscalls:sys_exit (i386 187, 239)".into(),
+        "raw_syscalls:sys_enter (compat 187, 239)".into(),
+        "raw_syscalls:sys_exit (compat 187, 239)".into(),
     ])
 }

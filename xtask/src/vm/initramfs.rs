@@ -26,11 +26,16 @@ pub struct Guest<'a> {
     pub busybox: &'a Path,
     /// The kernel's `config-<release>`, put at `/boot/` in the guest (no /proc/config.gz there).
     pub kconfig: Option<&'a Path>,
+    /// Kernel modules `/init` loads first, in this order (the virtio consoles' drivers on
+    /// kernels that build them as modules).
+    pub modules: &'a [PathBuf],
+    /// Guest devices: the console, the command's stdout, its stderr.
+    pub ports: [&'a str; 3],
     /// Files copied to `/` + basename, mode kept.
     pub includes: &'a [PathBuf],
-    /// Host files copied to the same absolute path in the guest (dynamically linked programs
-    /// and their libraries, see [`with_libraries`]), mode kept, parent directories created.
-    pub host_files: &'a [PathBuf],
+    /// Host files (source, absolute guest path): dynamically linked programs and their
+    /// libraries, see [`with_libraries`] and [`foreign`]; mode kept, parent directories created.
+    pub host_files: &'a [(PathBuf, PathBuf)],
     /// Environment of the command (already validated names).
     pub env: &'a [(String, String)],
     /// Shell script run by `sh -c`.
@@ -57,7 +62,25 @@ pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     cpio.char_dev("dev/console", 0o600, 5, 1)?;
     cpio.file_from("bin/busybox", 0o755, guest.busybox)?;
     cpio.symlink("bin/sh", "busybox")?;
-    cpio.data("init", 0o755, init_script(guest.marker).as_bytes())?;
+    let mut modules = Vec::new();
+    if !guest.modules.is_empty() {
+        cpio.dir("lib", 0o755)?;
+        cpio.dir("lib/xtask-modules", 0o755)?;
+        for m in guest.modules {
+            let name = m
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("module name")?;
+            let guest_path = format!("lib/xtask-modules/{name}");
+            cpio.file_from(&guest_path, 0o644, m)?;
+            modules.push(format!("/{guest_path}"));
+        }
+    }
+    cpio.data(
+        "init",
+        0o755,
+        init_script(guest.marker, guest.ports, &modules).as_bytes(),
+    )?;
     cpio.data("etc/xtask-cmd", 0o644, guest.script.as_bytes())?;
     cpio.data("etc/xtask-env", 0o644, env_script(guest.env).as_bytes())?;
     cpio.data(
@@ -68,11 +91,19 @@ pub fn write(out: &Path, guest: &Guest<'_>) -> Result<()> {
     cpio.data("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.data("etc/group", 0o644, b"root:x:0:\n")?;
     let mut dirs: Vec<String> = DIRS.map(String::from).to_vec();
-    for file in guest.host_files {
-        let name = file
+    if !modules.is_empty() {
+        dirs.extend(["lib".to_owned(), "lib/xtask-modules".to_owned()]);
+    }
+    for (file, guest_path) in guest.host_files {
+        let name = guest_path
             .to_str()
             .and_then(|p| p.strip_prefix('/'))
-            .with_context(|| format!("host file {}: not an absolute UTF-8 path", file.display()))?;
+            .with_context(|| {
+                format!(
+                    "host file {}: not an absolute UTF-8 path",
+                    guest_path.display()
+                )
+            })?;
         let mut parent = String::new();
         for part in name
             .split('/')
@@ -141,9 +172,15 @@ fn env_script(env: &[(String, String)]) -> String {
         .collect()
 }
 
-/// The guest's `/init`. ttyS0 is the console (kernel messages, init's own complaints, the exit
-/// marker), ttyS1 the command's stdout, ttyS2 its stderr; both set raw so bytes pass unchanged.
-fn init_script(marker: &str) -> String {
+/// The guest's `/init`. `ports[0]` (ttyS0, ttyAMA0) is the console (kernel messages, init's own
+/// complaints, the exit marker), `ports[1]` the command's stdout, `ports[2]` its stderr; both set
+/// raw so bytes pass unchanged. `modules` are loaded first, in order.
+fn init_script(marker: &str, ports: [&str; 3], modules: &[String]) -> String {
+    let [console, out, err] = ports;
+    let insmod: String = modules
+        .iter()
+        .map(|m| format!("insmod {m} || echo \"init: insmod {m} failed\" >/dev/{console}\n"))
+        .collect();
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s
@@ -166,18 +203,18 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 hostname sendfile-vm
 ip link set lo up
-stty -F /dev/ttyS1 raw -echo
-stty -F /dev/ttyS2 raw -echo
+{insmod}stty -F /dev/{out} raw -echo
+stty -F /dev/{err} raw -echo
 . /etc/xtask-env
 cd /
-echo "{marker}-START $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0
-sh -c "$(cat /etc/xtask-cmd)" </dev/null >/dev/ttyS1 2>/dev/ttyS2
+echo "{marker}-START $(cut -d' ' -f1 /proc/uptime)" >/dev/{console}
+sh -c "$(cat /etc/xtask-cmd)" </dev/null >/dev/{out} 2>/dev/{err}
 rc=$?
 # Setting a mode waits (TCSADRAIN) until everything written so far has left the port.
-stty -F /dev/ttyS1 raw
-stty -F /dev/ttyS2 raw
-echo "{marker} $rc" >/dev/ttyS0
-stty -F /dev/ttyS0 -echo
+stty -F /dev/{out} raw
+stty -F /dev/{err} raw
+echo "{marker} $rc" >/dev/{console}
+stty -F /dev/{console} -echo
 poweroff -f
 "#
     )
@@ -331,6 +368,159 @@ pub fn with_libraries(bins: &[PathBuf]) -> Result<Vec<PathBuf>> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Guest files for `bins` (absolute paths of host programs) on a guest of a foreign architecture:
+/// the same programs from `machine`'s Debian packages, with the shared libraries and program
+/// interpreter they need. The packages are the ones that hold each program and each library
+/// `ldd` finds for it on the host (`dpkg -S`), downloaded for that architecture and unpacked
+/// into the cache once; libraries are then resolved in that tree from each ELF's `DT_NEEDED`
+/// (`readelf -d`, so nothing foreign is run) and placed in `/lib/<multiarch>/`, where the
+/// guest's loader looks.
+pub fn foreign(
+    machine: &super::Machine,
+    bins: &[PathBuf],
+    cache: &Path,
+    tmp: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    if bins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut packages = Vec::new();
+    for file in with_libraries(bins)? {
+        packages.push(package_of(&file)?);
+    }
+    let pkgs: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let root = super::kernel::foreign_packages(machine, &pkgs, cache, tmp)?;
+    let multiarch = match machine.debian_arch {
+        "arm64" => "aarch64-linux-gnu",
+        "amd64" => "x86_64-linux-gnu",
+        other => bail!("no multiarch triplet known for {other}"),
+    };
+    let lib_dirs = [
+        format!("lib/{multiarch}"),
+        format!("usr/lib/{multiarch}"),
+        "lib".to_owned(),
+        "usr/lib".to_owned(),
+    ];
+    let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut queue: Vec<PathBuf> = Vec::new();
+    for bin in bins {
+        let src = in_root(&root, bin).with_context(|| {
+            format!(
+                "{} is not in the {} packages",
+                bin.display(),
+                machine.debian_arch
+            )
+        })?;
+        out.push((src.clone(), bin.clone()));
+        queue.push(src);
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some(elf) = queue.pop() {
+        let (needed, interp) = dynamic_info(&elf)?;
+        if let Some(interp) = interp {
+            let src = in_root(&root, Path::new(&interp))
+                .with_context(|| format!("interpreter {interp} not in the packages"))?;
+            if seen.insert(interp.clone()) {
+                out.push((src, PathBuf::from(interp)));
+            }
+        }
+        for lib in needed {
+            if !seen.insert(lib.clone()) {
+                continue;
+            }
+            let src = lib_dirs
+                .iter()
+                .find_map(|d| in_root(&root, &Path::new("/").join(d).join(&lib)))
+                .with_context(|| {
+                    format!("{lib} (needed by {}) not in the packages", elf.display())
+                })?;
+            out.push((
+                src.clone(),
+                PathBuf::from(format!("/lib/{multiarch}/{lib}")),
+            ));
+            queue.push(src);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The Debian package (without `:arch`) that installed host file `file`.
+fn package_of(file: &Path) -> Result<String> {
+    let mut candidates = vec![file.to_path_buf()];
+    if let Ok(c) = std::fs::canonicalize(file) {
+        candidates.push(c.clone());
+        // Merged /usr: dpkg may know a file by its /lib or by its /usr/lib name.
+        if let Ok(rest) = c.strip_prefix("/usr") {
+            candidates.push(Path::new("/").join(rest));
+        }
+    }
+    for c in &candidates {
+        let out = std::process::Command::new("dpkg")
+            .arg("-S")
+            .arg(c)
+            .output()
+            .context("running dpkg -S")?;
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some((pkg, _)) = text.lines().next().and_then(|l| l.split_once(": ")) {
+                let pkg = pkg.split(',').next().unwrap_or(pkg).trim();
+                return Ok(pkg.split(':').next().unwrap_or(pkg).to_owned());
+            }
+        }
+    }
+    bail!("no Debian package owns {}", file.display())
+}
+
+/// `path` (absolute, as the guest sees it) inside the unpacked tree `root`, following symlinks
+/// within the tree (absolute targets are taken relative to `root`); `None` if it is not there.
+fn in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut p = root.join(path.strip_prefix("/").ok()?);
+    for _ in 0..16 {
+        let meta = std::fs::symlink_metadata(&p).ok()?;
+        if !meta.file_type().is_symlink() {
+            return meta.is_file().then_some(p);
+        }
+        let target = std::fs::read_link(&p).ok()?;
+        p = if target.is_absolute() {
+            root.join(target.strip_prefix("/").ok()?)
+        } else {
+            p.parent()?.join(target)
+        };
+    }
+    None
+}
+
+/// The `DT_NEEDED` libraries and the program interpreter of ELF `path`, as `readelf` reads them
+/// (any architecture).
+fn dynamic_info(path: &Path) -> Result<(Vec<String>, Option<String>)> {
+    let out = std::process::Command::new("readelf")
+        .args(["-d", "-l", "-W"])
+        .arg(path)
+        .output()
+        .context("running readelf (binutils)")?;
+    if !out.status.success() {
+        bail!("readelf {} failed", path.display());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut needed = Vec::new();
+    let mut interp = None;
+    for line in text.lines() {
+        // " 0x0000000000000001 (NEEDED)             Shared library: [libc.so.6]"
+        if line.contains("(NEEDED)")
+            && let Some(lib) = line.split('[').nth(1).and_then(|r| r.split(']').next())
+        {
+            needed.push(lib.to_owned());
+        }
+        // "      [Requesting program interpreter: /lib/ld-linux-aarch64.so.1]"
+        if let Some(rest) = line.split("program interpreter: ").nth(1) {
+            interp = rest.split(']').next().map(str::to_owned);
+        }
+    }
+    Ok((needed, interp))
 }
 
 /// Whether `path` is an ELF executable with a program interpreter (dynamically linked).

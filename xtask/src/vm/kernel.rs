@@ -7,19 +7,25 @@ use std::sync::Once;
 
 use anyhow::{Context, Result, bail};
 
-/// Package used when apt cannot list candidates (measured to work, 2026-11).
-fn fallback_package(kernel: &str) -> Option<&'static str> {
+use super::Machine;
+
+/// Package used when apt cannot list candidates (measured to work, 2026-11/12).
+fn fallback_package(debian_arch: &str, kernel: &str) -> Option<String> {
     match kernel {
-        "6.1" => Some("linux-image-6.1.0-56-amd64"),
-        "6.12" => Some("linux-image-6.12.117+deb12-amd64"),
+        "6.1" => Some(format!("linux-image-6.1.0-56-{debian_arch}")),
+        "6.12" => Some(format!("linux-image-6.12.117+deb12-{debian_arch}")),
         _ => None,
     }
 }
 
-/// The sort key of a `linux-image-*-amd64` package name if it belongs to `kernel`:
-/// 6.1 is `linux-image-6.1.0-<abi>-amd64`, 6.12 is `linux-image-6.12.<n>+deb<d>-amd64`.
-fn package_key(kernel: &str, name: &str) -> Option<(u64, u64)> {
-    let mid = name.strip_prefix("linux-image-")?.strip_suffix("-amd64")?;
+/// The sort key of a `linux-image-*-<arch>` package name if it belongs to `kernel`:
+/// 6.1 is `linux-image-6.1.0-<abi>-amd64`, 6.12 is `linux-image-6.12.<n>+deb<d>-amd64` (`arm64`
+/// in place of `amd64` for arm64).
+fn package_key(debian_arch: &str, kernel: &str, name: &str) -> Option<(u64, u64)> {
+    let mid = name
+        .strip_prefix("linux-image-")?
+        .strip_suffix(debian_arch)?
+        .strip_suffix('-')?;
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match kernel {
         "6.1" => {
@@ -35,8 +41,8 @@ fn package_key(kernel: &str, name: &str) -> Option<(u64, u64)> {
     }
 }
 
-/// The newest package apt knows for `kernel`, if any.
-fn newest_package(kernel: &str) -> Option<String> {
+/// The newest package apt knows for `kernel` of `debian_arch`, if any.
+fn newest_package(debian_arch: &str, kernel: &str) -> Option<String> {
     let out = Command::new("apt-cache")
         .args(["pkgnames", "linux-image-6."])
         .stderr(Stdio::null())
@@ -44,7 +50,9 @@ fn newest_package(kernel: &str) -> Option<String> {
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|n| package_key(kernel, n.trim()).map(|k| (k, n.trim().to_owned())))
+        .filter_map(|n| {
+            package_key(debian_arch, kernel, n.trim()).map(|k| (k, n.trim().to_owned()))
+        })
         .max()
         .map(|(_, n)| n)
 }
@@ -107,40 +115,211 @@ fn vmlinuz_in(root: &Path) -> Option<PathBuf> {
         })
 }
 
-/// Downloads and unpacks the newest `linux-image` package of `kernel` (6.1 or 6.12) into
-/// `cache/<kernel>/root` unless it is there already; returns the vmlinuz path.
-pub fn ensure(kernel: &str, cache: &Path, tmp: &Path) -> Result<PathBuf> {
+/// Whether dpkg knows `debian_arch` (the host's own or a foreign one it was told about).
+fn dpkg_has_arch(debian_arch: &str) -> bool {
+    let out = |args: &[&str]| {
+        Command::new("dpkg")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    out(&["--print-architecture"]).trim() == debian_arch
+        || out(&["--print-foreign-architectures"])
+            .lines()
+            .any(|l| l.trim() == debian_arch)
+}
+
+static FOREIGN_UPDATE: Once = Once::new();
+
+/// Makes apt see the packages of `debian_arch` (`dpkg --add-architecture`, then one
+/// `apt-get update`); only downloads use them, nothing of that architecture is installed.
+fn ensure_dpkg_arch(debian_arch: &str) -> Result<()> {
+    if dpkg_has_arch(debian_arch) {
+        return Ok(());
+    }
+    eprintln!("xtask vm: dpkg --add-architecture {debian_arch} (for downloads only)");
+    apt("dpkg", &["--add-architecture", debian_arch], None)?;
+    let mut result = Ok(());
+    FOREIGN_UPDATE.call_once(|| {
+        result = apt(
+            "apt-get",
+            &["-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+            None,
+        );
+    });
+    result
+}
+
+/// `name:arch` for apt when `machine` is not the host's architecture.
+fn qualified(machine: &Machine, name: &str) -> String {
+    if machine.debian_arch == host_debian_arch() {
+        name.to_owned()
+    } else {
+        format!("{name}:{}", machine.debian_arch)
+    }
+}
+
+/// The host's Debian architecture.
+fn host_debian_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
+}
+
+/// Downloads `packages` of `machine`'s architecture and unpacks them all into one tree,
+/// `cache/<debian_arch>-packages/<names>/`, once; returns that tree.
+pub fn foreign_packages(
+    machine: &Machine,
+    packages: &[&str],
+    cache: &Path,
+    tmp: &Path,
+) -> Result<PathBuf> {
+    let mut sorted = packages.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let key = sorted.join("+");
+    let key = if key.len() > 100 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        format!("set-{:016x}", h.finish())
+    } else {
+        key
+    };
+    let root = cache
+        .join(format!("{}-packages", machine.debian_arch))
+        .join(key);
+    if root.join(".complete").is_file() {
+        return Ok(root);
+    }
+    ensure_dpkg_arch(machine.debian_arch)?;
+    let dl = tmp.join("download");
+    std::fs::create_dir_all(&dl)?;
+    let names: Vec<String> = sorted.iter().map(|p| qualified(machine, p)).collect();
+    let args: Vec<&str> = ["download", "-q"]
+        .into_iter()
+        .chain(names.iter().map(String::as_str))
+        .collect();
+    eprintln!(
+        "xtask vm: fetching {} into {}",
+        names.join(" "),
+        root.display()
+    );
+    if apt("apt-get", &args, Some(&dl)).is_err() {
+        apt_update();
+        apt("apt-get", &args, Some(&dl))?;
+    }
+    let staging = root.with_extension(format!("part.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    for deb in std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+    {
+        apt(
+            "dpkg",
+            &[
+                "-x",
+                deb.to_str().context("non-UTF-8 path")?,
+                staging.to_str().context("non-UTF-8 path")?,
+            ],
+            None,
+        )?;
+    }
+    std::fs::write(staging.join(".complete"), "")?;
+    let _ = std::fs::remove_dir_all(&root);
+    if std::fs::rename(&staging, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(root)
+}
+
+/// Kernel modules a guest loads (in this order) before it can use its virtio consoles, when
+/// the kernel builds them as modules (Debian arm64 6.1 does; 6.12 builds them in).
+const CONSOLE_MODULES: [&str; 4] = [
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_console",
+];
+
+/// The `.ko` files of [`CONSOLE_MODULES`] that the kernel of `vmlinuz` has as modules, in load
+/// order (empty when they are built in, or for compressed modules busybox cannot load).
+pub fn console_modules(vmlinuz: &Path) -> Vec<PathBuf> {
+    let Some(root) = vmlinuz.parent().and_then(Path::parent) else {
+        return Vec::new();
+    };
+    let Some(release) = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+    else {
+        return Vec::new();
+    };
+    let kernel = root.join("lib/modules").join(release).join("kernel");
+    let mut found = Vec::new();
+    for name in CONSOLE_MODULES {
+        let file = format!("{name}.ko");
+        for dir in ["drivers/virtio", "drivers/char"] {
+            let p = kernel.join(dir).join(&file);
+            if p.is_file() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Downloads and unpacks the newest `linux-image` package of `kernel` (6.1 or 6.12) for
+/// `machine` into `cache/<kernel>/root` (`cache/<arch>-<kernel>/root` for a foreign one) unless
+/// it is there already; returns the vmlinuz path.
+pub fn ensure(machine: &Machine, kernel: &str, cache: &Path, tmp: &Path) -> Result<PathBuf> {
+    let arch = machine.debian_arch;
     let fallback =
-        fallback_package(kernel).with_context(|| format!("unknown VM kernel {kernel:?}"))?;
-    let dir = cache.join(kernel);
+        fallback_package(arch, kernel).with_context(|| format!("unknown VM kernel {kernel:?}"))?;
+    let dir = if arch == "amd64" {
+        cache.join(kernel)
+    } else {
+        cache.join(format!("{arch}-{kernel}"))
+    };
     let root = dir.join("root");
     if let Some(v) = vmlinuz_in(&root) {
         return Ok(v);
     }
+    ensure_dpkg_arch(arch)?;
     // A tree without a kernel is debris of an interrupted run.
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&dir)?;
-    let package = newest_package(kernel)
+    let package = newest_package(arch, kernel)
         .or_else(|| {
             apt_update();
-            newest_package(kernel)
+            newest_package(arch, kernel)
         })
-        .unwrap_or_else(|| fallback.to_owned());
+        .unwrap_or_else(|| fallback.clone());
     eprintln!(
         "xtask vm: fetching {package} (about 70 MB) into {}",
         dir.display()
     );
     let dl = tmp.join("download");
     std::fs::create_dir_all(&dl)?;
-    let mut got = apt("apt-get", &["download", "-q", &package], Some(&dl));
+    let download = |p: &str| {
+        apt(
+            "apt-get",
+            &["download", "-q", &qualified(machine, p)],
+            Some(&dl),
+        )
+    };
+    let mut got = download(&package);
     if got.is_err() {
         apt_update();
-        got = apt("apt-get", &["download", "-q", &package], Some(&dl));
+        got = download(&package);
     }
     let package = if got.is_err() && package != fallback {
-        apt("apt-get", &["download", "-q", fallback], Some(&dl))
+        download(&fallback)
             .with_context(|| format!("downloading {package}: {:#}", got.unwrap_err()))?;
-        fallback.to_owned()
+        fallback
     } else {
         got?;
         package
@@ -282,7 +461,33 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::package_key;
+    use super::package_key as key;
+
+    fn package_key(kernel: &str, name: &str) -> Option<(u64, u64)> {
+        key("amd64", kernel, name)
+    }
+
+    #[test]
+    fn arm64_package_names() {
+        assert_eq!(
+            key("arm64", "6.12", "linux-image-6.12.117+deb12-arm64"),
+            Some((117, 12))
+        );
+        assert_eq!(
+            key("arm64", "6.1", "linux-image-6.1.0-56-arm64"),
+            Some((56, 0))
+        );
+        assert_eq!(
+            key(
+                "arm64",
+                "6.12",
+                "linux-image-6.12.117+deb12-arm64-16k-unsigned"
+            ),
+            None
+        );
+        assert_eq!(key("arm64", "6.1", "linux-image-6.1.0-56-amd64"), None);
+        assert_eq!(key("amd64", "6.1", "linux-image-6.1.0-56-arm64"), None);
+    }
 
     #[test]
     fn package_names() {
