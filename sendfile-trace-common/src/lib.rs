@@ -475,6 +475,23 @@ pub struct Filters {
     pub cgroups: [[u64; 2]; MAX_CGROUP_FILTERS],
 }
 
+/// The tracer itself, as the kernel side recognises it to skip its own calls: its pid namespace
+/// (the nsfs device and inode of `/proc/self/ns/pid`) and its tgid in that namespace. A tgid
+/// alone is not enough: in a container without the host's pid namespace `getpid()` is not the
+/// tgid the kernel reports, and would name another process of the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracerNs {
+    /// nsfs device, in the kernel's `dev_t` encoding (major << 20 | minor); 0: unknown.
+    pub dev: u64,
+    /// Inode of the pid namespace; 0: unknown (then [`names::TRACER_TGID`] alone is compared).
+    pub ino: u64,
+    /// The tracer's tgid in that namespace.
+    pub tgid: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
 /// Most cgroups `--cgroup`/`--container` can name together.
 pub const MAX_CGROUP_FILTERS: usize = 16;
 /// Most values of `--pid`, `--comm` or `--uid` each.
@@ -521,8 +538,11 @@ pub mod names {
     pub const LOST: &str = "LOST";
     /// Hash map of [`crate::InFlight`] by `pid_tgid`.
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
-    /// Global (rodata) u32: the tracer's own tgid, whose calls are ignored.
+    /// Global (rodata) u32: the tracer's own tgid as the kernel reports it (in the initial pid
+    /// namespace), whose calls are ignored; 0 when not known (see [`TRACER_NS`]).
     pub const TRACER_TGID: &str = "TRACER_TGID";
+    /// Global (rodata) [`crate::TracerNs`]: the tracer's pid namespace and tgid there.
+    pub const TRACER_NS: &str = "TRACER_NS";
     /// Global (rodata) [`crate::Offsets`], from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
     /// Global (rodata) u64: bytes waiting in the ring before a write wakes the reader.
@@ -557,6 +577,8 @@ mod user {
     unsafe impl aya::Pod for Offsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Filters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TracerNs {}
 
     /// Reads a `#[repr(C)]` plain record from the start of ring-buffer bytes, if they are long
     /// enough.

@@ -3,11 +3,15 @@
 
 use aya_ebpf::{
     Global,
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        bpf_pidns_info,
+    },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, bpf_probe_read_user, generated::bpf_ringbuf_output,
+        bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        generated::{bpf_get_ns_current_pid_tgid, bpf_ringbuf_output},
     },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -15,7 +19,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sendfile_trace_common::{
     DropRecord, EntryRecord, Filters, InFlight, MAX_CGROUP_FILTERS, MAX_FILTER_VALUES,
-    SendfileRecord, TAIL_SIZE, TAIL_SLACK, entry_status, fd_kind, filter, flags, kind, lost,
+    SendfileRecord, TAIL_SIZE, TAIL_SLACK, TracerNs, entry_status, fd_kind, filter, flags, kind,
+    lost,
 };
 
 use crate::{fd, regs::Args, task};
@@ -59,9 +64,21 @@ pub struct Scratch {
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The tracer's own tgid (set at load): its own calls are not traced.
+/// The tracer's own tgid in the initial pid namespace (set at load when the tracer runs there,
+/// else 0): its own calls are not traced.
 #[unsafe(no_mangle)]
 static TRACER_TGID: Global<u32> = Global::new(0);
+
+/// The tracer's pid namespace and tgid there (set at load): how its own calls are recognised
+/// when it runs in another pid namespace (a container without `hostPID`), where its `getpid()`
+/// is not the tgid the kernel reports.
+#[unsafe(no_mangle)]
+static TRACER_NS: TracerNs = TracerNs {
+    dev: 0,
+    ino: 0,
+    tgid: 0,
+    _pad: 0,
+};
 
 /// The filters (set at load).
 #[unsafe(no_mangle)]
@@ -199,11 +216,38 @@ fn admitted(enabled: u32, pid_tgid: u64) -> bool {
     true
 }
 
+/// Whether the caller is the tracer itself.
+#[inline(always)]
+fn is_tracer(pid_tgid: u64) -> bool {
+    let host = TRACER_TGID.load();
+    if host != 0 {
+        // In the initial pid namespace: the tgid the kernel reports is the tracer's getpid().
+        return (pid_tgid >> 32) as u32 == host;
+    }
+    let ns = global!(TRACER_NS);
+    if ns.ino == 0 {
+        return false;
+    }
+    let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `info` is a stack struct of the size passed. The helper answers only for a caller
+    // whose own pid namespace is (dev, ino), and fails (non-zero) for every other caller, which
+    // is then not the tracer.
+    let r = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            ns.dev,
+            ns.ino,
+            &mut info,
+            size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    r == 0 && info.tgid == ns.tgid
+}
+
 /// Syscall entry: filter, save the arguments, and write the entry record.
 #[inline(always)]
 pub fn enter(args: Args, hook: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == TRACER_TGID.load() {
+    if is_tracer(pid_tgid) {
         return;
     }
     let enabled = global!(FILTERS.enabled);

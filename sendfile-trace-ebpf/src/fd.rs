@@ -1,8 +1,8 @@
 //! Resolving a descriptor from the caller's fd table at syscall entry: kind, path across mounts,
 //! inode, device, deletion, and socket endpoints.
 
-use aya_log_ebpf::debug;
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
+use aya_log_ebpf::debug;
 use sendfile_trace_common::{
     FILE_WINDOW, FdRecord, INODE_WINDOW, PATH_BUDGET, PATH_DEPTH, Seg, TAIL_SIZE, fd_flags,
     fd_kind, fd_reason,
@@ -281,7 +281,10 @@ fn word<const N: usize>(w: &[u64; N], start: u64, field: u64) -> u64 {
 fn read_failed(r: &mut FdRecord) {
     r.kind = fd_kind::UNKNOWN;
     r.reason = fd_reason::READ_FAILED;
-    debug!(&(), "a kernel read failed while resolving a descriptor: reported unresolved");
+    debug!(
+        &(),
+        "a kernel read failed while resolving a descriptor: reported unresolved"
+    );
 }
 
 /// Fills `r` for a descriptor already looked up as `found` (a file, or why there is none).

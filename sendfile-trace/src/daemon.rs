@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
-use sendfile_trace_common::{lost, names};
+use sendfile_trace_common::{InFlight, lost, names};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -51,6 +51,10 @@ const PROC_IDLE: Duration = Duration::from_secs(60);
 /// loss reports must still get their turn.
 const BATCH: usize = 4096;
 
+/// Loss reason of the calls in flight when the tracer stops: entered, not returned, so with no
+/// outcome to report.
+pub const UNFINISHED: &str = "unfinished";
+
 /// Runs the tracer until SIGINT/SIGTERM or until the output's reader goes away.
 pub fn run(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -71,6 +75,8 @@ struct Pipeline {
     join: Join,
     /// The kernel's record of which processes `procs` holds.
     proc_cache: BpfHashMap<MapData, u32, [u64; 6]>,
+    /// Our main thread's comm, as the kernel keeps it (to recognise our probe call).
+    own_comm: [u8; 16],
 }
 
 impl Pipeline {
@@ -91,6 +97,14 @@ impl Pipeline {
         match self.join.push(item, Instant::now()) {
             Joined::Waiting => {}
             Joined::Call(r, entry) => {
+                if r.count == system::PROBE_COUNT && r.comm == self.own_comm {
+                    log::error!(
+                        "the tracer's own probe call was traced (tgid {} as the kernel reports \
+                         it): the kernel side does not recognise the tracer, so its own calls \
+                         are traced and another process's may be skipped",
+                        r.pid_tgid >> 32
+                    );
+                }
                 self.out.write(&self.enricher.event(&r, entry.as_ref()))?;
                 self.events += 1;
             }
@@ -137,7 +151,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let mut out = Output::from_cli(cli)?;
     let opts = LoadOptions {
         ring_buffer_size: cli.ring_buffer_size,
-        tracer_tgid: std::process::id(),
+        tracer: system::TracerSelf::current(),
         filters,
         // The kernel side logs its rare paths (first loss per CPU, failed kernel reads) only
         // with -v: off, its log branches are dead code for the verifier.
@@ -164,6 +178,10 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         .map_err(map_err(names::LOST))?;
     let proc_cache = BpfHashMap::try_from(take(&mut attached.ebpf, names::PROC_CACHE)?)
         .map_err(map_err(names::PROC_CACHE))?;
+    // Kept past the detach: what is still in it then are the calls in flight at the stop.
+    let in_flight: BpfHashMap<MapData, u64, InFlight> =
+        BpfHashMap::try_from(take(&mut attached.ebpf, names::IN_FLIGHT)?)
+            .map_err(map_err(names::IN_FLIGHT))?;
     out.metrics().watch_ring(ring.as_fd(), cli.ring_buffer_size);
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
@@ -198,6 +216,16 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         schema_version: SCHEMA_VERSION,
     };
     let startup = out.write(&start).and_then(|()| out.flush());
+    // Our own call, which the kernel side must skip (checked as the records are read).
+    let mut own_comm = [0u8; 16];
+    if let Ok(c) = std::fs::read("/proc/thread-self/comm") {
+        let c = c.strip_suffix(b"\n").unwrap_or(&c);
+        let n = c.len().min(15);
+        own_comm[..n].copy_from_slice(&c[..n]);
+    }
+    if let Err(e) = system::probe_own_call() {
+        log::debug!("the probe call failed: {e}");
+    }
     let mut p = Pipeline {
         enricher: Enricher {
             host_name,
@@ -209,6 +237,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         lost_seen: [0; lost::COUNT as usize],
         join: Join::default(),
         proc_cache,
+        own_comm,
     };
     if let Err(e) = startup {
         return finish(e);
@@ -265,9 +294,22 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let mut ring = ring.into_inner();
     attached.detach();
     // The programs are gone, so the ring only holds what was committed before: drain it all.
+    // Calls still in flight (entered, not returned: blocked on a full socket, say) will have no
+    // exit record: each is a lost event, counted under its own reason.
+    let unfinished = in_flight.keys().filter(Result::is_ok).count() as u64;
     let ended = p
         .drain(&mut ring, usize::MAX)
         .and_then(|_| p.report_losses())
+        .and_then(|()| {
+            if unfinished == 0 {
+                return Ok(());
+            }
+            p.out.write(&EventsLost::new(
+                WallClock::now_ns(),
+                unfinished,
+                UNFINISHED,
+            ))
+        })
         .and_then(|()| {
             let mut lost_by_reason: BTreeMap<&'static str, u64> = lost::NAMES
                 .iter()
@@ -275,6 +317,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 .zip(p.lost_seen.iter().copied())
                 .collect();
             lost_by_reason.insert("sink", p.out.sink_lost());
+            lost_by_reason.insert(UNFINISHED, unfinished);
             let stop = TracerStop {
                 event_name: "tracer_stop",
                 timestamp: WallClock::now_ns(),

@@ -155,6 +155,10 @@ pub enum AttachError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// tracefs is there but this process may not look inside (the diagnosis names the missing
+    /// capability).
+    #[error("{0}")]
+    TracefsDenied(String),
     /// tracefs is missing and could not be mounted.
     #[error("tracefs is not mounted and mounting it at {path} failed: {source}")]
     Tracefs {

@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
 use sendfile_trace::{
     cli::{
-        Cli, Command,
+        Command,
         config::{self, Parsed},
         generate,
     },
@@ -33,9 +32,11 @@ fn main() -> ExitCode {
     }
     let filters = match cli.filters() {
         Ok(f) => f,
-        Err(msg) => Cli::command()
-            .error(clap::error::ErrorKind::ValueValidation, msg)
-            .exit(),
+        Err(msg) => {
+            // One line, as for every other refusal; exit status 2 like clap's usage errors.
+            eprintln!("sendfile-trace: error: {msg}");
+            return ExitCode::from(2);
+        }
     };
     env_logger::Builder::new()
         .filter_level(cli.log_level())

@@ -112,7 +112,7 @@ fn config_args(
     matches: &clap::ArgMatches,
 ) -> Result<Vec<OsString>, ConfigError> {
     let file = path.display();
-    let text = std::fs::read_to_string(path)
+    let text = read_regular(path)
         .map_err(|e| ConfigError(format!("{file}: cannot read the config file: {e}")))?;
     let table: BTreeMap<Spanned<String>, Spanned<Value>> = toml::from_str(&text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(&text, s.start));
@@ -170,13 +170,27 @@ fn config_args(
                     }
                     v => vec![v],
                 };
+                let number = takes_number(arg);
+                let expected = if number {
+                    "a number or a string"
+                } else {
+                    "a string"
+                };
                 for v in values {
                     let s = match v {
                         Value::String(s) => s.clone(),
-                        Value::Integer(n) => n.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        Value::Boolean(b) => b.to_string(),
-                        other => return Err(bad(format!("expected a value, got {}", kind(other)))),
+                        Value::Integer(n) if number => n.to_string(),
+                        other => {
+                            return Err(bad(format!(
+                                "expected {expected}{}, got {} ({other})",
+                                if matches!(action, ArgAction::Append) {
+                                    " or a list of them"
+                                } else {
+                                    ""
+                                },
+                                kind(other)
+                            )));
+                        }
                     };
                     let one = OsString::from(format!("{flag}={s}"));
                     // The option's own parser, on this value alone.
@@ -192,6 +206,71 @@ fn config_args(
         }
     }
     Ok(out)
+}
+
+/// The largest config file read: every option written out fits in a few kilobytes.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads `path` if it is a regular file (a symlink to one is fine) of at most
+/// [`MAX_CONFIG_BYTES`]. Opened non-blocking, so that a FIFO is refused instead of waiting for a
+/// writer, and checked on the open descriptor, so that what is read is what was checked: a
+/// device such as `/dev/zero` would otherwise be read without end.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        let what = match meta.file_type() {
+            t if t.is_dir() => "a directory",
+            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
+            t if std::os::unix::fs::FileTypeExt::is_char_device(&t) => "a character device",
+            t if std::os::unix::fs::FileTypeExt::is_block_device(&t) => "a block device",
+            t if std::os::unix::fs::FileTypeExt::is_socket(&t) => "a socket",
+            _ => "not a regular file",
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}: give a regular TOML file"
+        )));
+    }
+    let too_big = || {
+        std::io::Error::other(format!(
+            "larger than {} KiB: a config file holds a few options",
+            MAX_CONFIG_BYTES >> 10
+        ))
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // The size may change after the check: read one byte past the limit at most.
+    f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::other(format!("not UTF-8 text ({e})")))
+}
+
+/// Whether an option takes a number, so that a TOML integer is a value for it; every option
+/// takes a string (`"4M"`, a path, a name).
+fn takes_number(arg: &clap::Arg) -> bool {
+    use std::any::TypeId;
+    let id = arg.get_value_parser().type_id();
+    // `--cgroup` also takes a cgroup id.
+    arg.get_long() == Some("cgroup")
+        || [
+            TypeId::of::<u8>(),
+            TypeId::of::<u16>(),
+            TypeId::of::<u32>(),
+            TypeId::of::<u64>(),
+            TypeId::of::<usize>(),
+            TypeId::of::<i32>(),
+            TypeId::of::<i64>(),
+        ]
+        .into_iter()
+        .any(|t| id == t)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -335,5 +414,85 @@ quiet = false
 
         let p = parse_from(["sendfile-trace", "--config", "/nonexistent/x.toml"]);
         assert!(err(p).contains("/nonexistent/x.toml: cannot read the config file"));
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_refused_not_converted() {
+        // `output = 5` once wrote to a file named `5`.
+        let (f, p) = with_config("# sinks\noutput = 5\n", &[]);
+        let e = err(p);
+        assert_eq!(
+            e,
+            format!(
+                "{}:2: output: expected a string or a list of them, got an integer (5)",
+                f.path().display()
+            )
+        );
+        let (_f, p) = with_config("output = [\"-\", 5]\n", &[]);
+        assert!(err(p).contains(":1: output: expected a string"));
+        let (_f, p) = with_config("format = 1.5\n", &[]);
+        assert!(err(p).contains(":1: format: expected a string, got a float (1.5)"));
+        let (_f, p) = with_config("hook = true\n", &[]);
+        assert!(err(p).contains(":1: hook: expected a string, got a boolean (true)"));
+        let (_f, p) = with_config("queue-size = 2.0\n", &[]);
+        assert!(err(p).contains(":1: queue-size: expected a number or a string, got a float"));
+        // Numbers where numbers belong, as integers or strings.
+        let (_f, p) = with_config("queue-size = 100\nrotate-size = \"1M\"\ncgroup = 1\n", &[]);
+        let c = match p {
+            Parsed::Cli(c) => c,
+            Parsed::Config(e) => panic!("{e}"),
+            Parsed::Clap(e) => panic!("{e}"),
+        };
+        assert_eq!((c.queue_size, c.rotate_size), (100, 1 << 20));
+        assert_eq!(c.cgroups, ["1"]);
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |path: &Path| {
+            err(parse_from([
+                "sendfile-trace".as_ref(),
+                "--config".as_ref(),
+                path.as_os_str(),
+            ]))
+        };
+        // A symlink to an endless device: refused before reading.
+        let zero = dir.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read(&zero);
+        assert!(
+            e.contains("it is a character device: give a regular TOML file"),
+            "{e}"
+        );
+        // A FIFO with no writer: refused at once instead of waiting for one.
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let t = std::time::Instant::now();
+        let e = read(&fifo);
+        assert!(e.contains("it is a FIFO"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let e = read(dir.path());
+        assert!(e.contains("it is a directory"), "{e}");
+        // Too big.
+        let big = dir.path().join("big.toml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let e = read(&big);
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+        // A symlink to a regular file is read.
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "queue-size = 7\n").unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        match parse_from([
+            "sendfile-trace".as_ref(),
+            "--config".as_ref(),
+            link.as_os_str(),
+        ]) {
+            Parsed::Cli(c) => assert_eq!(c.queue_size, 7),
+            Parsed::Config(e) => panic!("{e}"),
+            Parsed::Clap(e) => panic!("{e}"),
+        }
     }
 }

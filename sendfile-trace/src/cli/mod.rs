@@ -49,7 +49,8 @@ pub struct Cli {
     #[arg(long, short, value_name = "SINK")]
     pub output: Vec<SinkSpec>,
 
-    /// Event format [default: text on a terminal, tracee otherwise].
+    /// Event format [default: text when writing only to stdout and it is a terminal, tracee
+    /// otherwise].
     #[arg(long, short, value_enum)]
     pub format: Option<Format>,
 
@@ -75,7 +76,7 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
-    /// Ring buffer size: a power of two, at least 4096 (suffixes K, M, G accepted).
+    /// Ring buffer size: a power of two from 4096 to 256M (suffixes K, M, G accepted).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
@@ -261,12 +262,23 @@ impl Cli {
     }
 }
 
+/// The largest `--ring-buffer-size`: the ring is kernel memory charged to the tracer and mapped
+/// twice into its address space (the reader sees the data pages twice so that a record never
+/// wraps), so its resident size grows to twice this; 256M holds about 200 000 calls (1.2 KB
+/// each), minutes of a busy host's backlog, and more only hides a reader that cannot keep up.
+pub const MAX_RING_SIZE: u64 = 256 << 20;
+
 /// Parses a ring buffer size such as `262144`, `256K` or `4M` ([`parse_size`], then the
-/// kernel's rules for a ring buffer).
+/// kernel's rules for a ring buffer and [`MAX_RING_SIZE`]).
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let bytes = parse_size(s)?;
-    if bytes > 1 << 31 {
-        return Err(format!("`{s}` is too large: the ring buffer is at most 2G"));
+    if bytes > MAX_RING_SIZE {
+        return Err(format!(
+            "`{s}` is too large: the ring buffer is at most 256M, because the tracer keeps \
+             twice its size resident (the kernel maps it twice) and 256M already holds about \
+             200000 calls; a reader that falls further behind loses events however large the \
+             ring is"
+        ));
     }
     if bytes < 4096 || !bytes.is_power_of_two() {
         return Err(format!(
@@ -285,7 +297,13 @@ mod tests {
         assert_eq!(parse_ring_size("4096"), Ok(4096));
         assert_eq!(parse_ring_size("256K"), Ok(262144));
         assert_eq!(parse_ring_size("4M"), Ok(4 << 20));
-        assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_ring_size("256M"), Ok(256 << 20));
+        assert!(
+            parse_ring_size("512M")
+                .unwrap_err()
+                .contains("at most 256M")
+        );
+        assert!(parse_ring_size("2G").unwrap_err().contains("at most 256M"));
         assert!(
             parse_ring_size("3000")
                 .unwrap_err()

@@ -51,8 +51,8 @@ pub struct EventsLost {
     pub timestamp: u64,
     /// Events lost since the previous report, for this reason.
     pub lost: u64,
-    /// Why: `ring_buffer_full`, `in_flight_full`, `missed_exit`, or `sink` (an output's queue
-    /// was full or its write failed).
+    /// Why: `ring_buffer_full`, `in_flight_full`, `missed_exit`, `sink` (an output's queue
+    /// was full or its write failed), or `unfinished` (calls in flight when the tracer stopped).
     pub reason: &'static str,
     /// With reason `sink`: which output dropped them (as given to `--output`).
     #[serde(skip_serializing_if = "Option::is_none")]

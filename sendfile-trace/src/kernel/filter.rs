@@ -250,12 +250,44 @@ pub fn resolve_cgroup(root: &Path, s: &str) -> Result<(u64, u64), String> {
         return cgroup_at(root, &dir);
     }
     let p = Path::new(s);
-    let dir: PathBuf = if p.starts_with(root) {
+    let given: PathBuf = if p.starts_with(root) {
         p.to_path_buf()
     } else {
         root.join(p.strip_prefix("/").unwrap_or(p))
     };
+    let dir = confine(root, &given).map_err(|e| format!("--cgroup {s}: {e}"))?;
     cgroup_at(root, &dir).map_err(|e| format!("--cgroup {s}: {e}"))
+}
+
+/// `dir` with `..` and symlinks resolved, if it is a cgroup under the cgroup2 mount `root`;
+/// otherwise why not (a path that climbs out of the mount, or a directory that is not a cgroup,
+/// would make the kernel filter match nothing, silently).
+fn confine(root: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let real_root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let real = std::fs::canonicalize(dir).map_err(|e| {
+        format!(
+            "{}: {e} (give a cgroup path under {}, such as /system.slice/nginx.service)",
+            dir.display(),
+            root.display()
+        )
+    })?;
+    if !real.starts_with(&real_root) {
+        return Err(format!(
+            "{} is outside the cgroup2 mount {}: give a cgroup path under it, such as \
+             /system.slice/nginx.service",
+            real.display(),
+            root.display()
+        ));
+    }
+    if !is_cgroup2(&real) || !real.join("cgroup.procs").is_file() {
+        return Err(format!(
+            "{} is not a cgroup (not a directory of the cgroup2 filesystem)",
+            real.display()
+        ));
+    }
+    Ok(real
+        .strip_prefix(&real_root)
+        .map_or(real.clone(), |rel| root.join(rel)))
 }
 
 /// Resolves a `--container` value (a full id or a prefix of at least 12 hex digits) to the
@@ -364,5 +396,34 @@ mod tests {
         assert_eq!(level, 0);
         assert_eq!(resolve_cgroup(&root, &id.to_string()).unwrap(), (0, id));
         assert!(resolve_cgroup(&root, "/no/such/group").is_err());
+    }
+
+    #[test]
+    fn cgroup_paths_stay_in_the_cgroup2_mount() {
+        let root = cgroup2_root().unwrap();
+        for bad in [
+            "../../../../etc",
+            "/../../../../etc",
+            &format!("{}/../../../../../../etc", root.display()),
+        ] {
+            let e = resolve_cgroup(&root, bad).unwrap_err();
+            assert!(e.contains("outside the cgroup2 mount"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        // A file of a cgroup is not a cgroup.
+        let e = resolve_cgroup(&root, "/cgroup.procs").unwrap_err();
+        assert!(e.contains("not a cgroup"), "{e}");
+        // `..` that stays inside resolves to the cgroup it names.
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mine = mine
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_owned();
+        if mine != "/" {
+            let up = format!("{mine}/..");
+            let parent = resolve_cgroup(&root, &up).unwrap();
+            assert_eq!(parent.0, mine.matches('/').count() as u64 - 1);
+        }
     }
 }

@@ -51,8 +51,8 @@ const NOWRAP_FN: &str = "sys_sendfile64";
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two ≥ page size).
     pub ring_buffer_size: u32,
-    /// Our own tgid, whose calls the programs skip.
-    pub tracer_tgid: u32,
+    /// Who we are, so that the programs skip our own calls.
+    pub tracer: system::TracerSelf,
     /// Kernel filters.
     pub filters: FilterSet,
     /// Level of the kernel side's own log (aya-log; 0 = off, else `aya_log::Level` as u8).
@@ -168,7 +168,8 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
     let wakeup = opts.wakeup_bytes();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::EVENTS, opts.ring_buffer_size)
-        .override_global(names::TRACER_TGID, &opts.tracer_tgid, true)
+        .override_global(names::TRACER_TGID, &opts.tracer.host_tgid, true)
+        .override_global(names::TRACER_NS, &opts.tracer.ns, true)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::FILTERS, &filters, true)
         .override_global(names::WAKEUP_BYTES, &wakeup, true)

@@ -10,18 +10,47 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// This process's effective capabilities (`CapEff` of /proc/self/status; 0 if unreadable).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Whether this process may load tracing BPF programs (CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON).
 pub fn has_bpf_privileges() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
+    let cap_eff = effective_caps();
     let has = |c: u32| cap_eff & (1u64 << c) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Why tracefs at `dir` cannot be searched: its mode and owner, and the capability missing.
+fn tracefs_denied(dir: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let caps = effective_caps();
+    let (mode, owner) = std::fs::metadata(dir).map_or((0, 0), |m| (m.mode() & 0o7777, m.uid()));
+    let uid = nix::unistd::geteuid();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let missing = if has(CAP_DAC_READ_SEARCH) || has(CAP_DAC_OVERRIDE) {
+        // Not a capability matter: an LSM or a read-only mount refuses.
+        "permission, though this process has CAP_DAC_READ_SEARCH (an LSM policy refuses it)"
+    } else {
+        "CAP_DAC_READ_SEARCH"
+    };
+    format!(
+        "cannot look up the tracepoints in tracefs: {dir} is mode {mode:04o} owned by uid \
+         {owner}, and this process (uid {uid}) lacks {missing}; grant CAP_DAC_READ_SEARCH \
+         besides CAP_BPF and CAP_PERFMON, or run as root"
+    )
 }
 
 /// Kernel symbols whose name contains `sendfile`, from /proc/kallsyms.
@@ -39,6 +68,89 @@ pub fn sendfile_symbols() -> std::io::Result<HashSet<String>> {
         }
     }
     Ok(out)
+}
+
+/// Inode of the initial pid namespace (`PROC_PID_INIT_INO`), fixed by the kernel.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// How the kernel side recognises the tracer's own calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracerSelf {
+    /// Our tgid as the kernel reports it, when we run in the initial pid namespace; else 0.
+    pub host_tgid: u32,
+    /// Our pid namespace and our tgid there.
+    pub ns: sendfile_trace_common::TracerNs,
+}
+
+impl TracerSelf {
+    /// This process. In the initial pid namespace `getpid()` is the kernel's tgid; elsewhere (a
+    /// container without the host's pid namespace) it is not, and the kernel side asks
+    /// `bpf_get_ns_current_pid_tgid` for the caller's tgid in our namespace instead.
+    pub fn current() -> TracerSelf {
+        let tgid = std::process::id();
+        match nix::sys::stat::stat("/proc/self/ns/pid") {
+            Ok(st) => {
+                let dev = st.st_dev;
+                let ns = sendfile_trace_common::TracerNs {
+                    // The helper compares the kernel's dev_t (major << 20 | minor), not the
+                    // encoding stat(2) returns.
+                    dev: (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)),
+                    ino: st.st_ino,
+                    tgid,
+                    _pad: 0,
+                };
+                let host_tgid = if ns.ino == INIT_PID_NS_INO { tgid } else { 0 };
+                TracerSelf { host_tgid, ns }
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot read /proc/self/ns/pid ({e}): taking pid {tgid} as the tracer's \
+                     tgid, which is right only in the host's pid namespace"
+                );
+                TracerSelf {
+                    host_tgid: tgid,
+                    ns: Default::default(),
+                }
+            }
+        }
+    }
+}
+
+/// `count` of the tracer's own probe call ([`probe_own_call`]), unlikely in any other call.
+pub const PROBE_COUNT: u64 = 0x5e1f_7ace;
+
+/// Makes one sendfile(2) of the tracer's own once attached (one byte from a memfd to
+/// /dev/null, `count` [`PROBE_COUNT`]), which the kernel side must skip as the tracer's: should
+/// its event come through, the daemon says that the tracer does not recognise itself (which
+/// would also mean that it excludes another process).
+pub fn probe_own_call() -> std::io::Result<()> {
+    use std::{
+        io::{Seek, Write},
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    };
+    // SAFETY: a NUL-terminated name and valid flags; the fd is owned right below.
+    let fd = unsafe { libc::memfd_create(c"sendfile-trace-probe".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let mut input = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    input.write_all(b"x")?;
+    input.rewind()?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    // SAFETY: two open descriptors, a null offset pointer (the file position is used).
+    let n = unsafe {
+        libc::sendfile(
+            null.as_raw_fd(),
+            input.as_raw_fd(),
+            std::ptr::null_mut(),
+            PROBE_COUNT as usize,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `uname -r`.
@@ -147,11 +259,23 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Makes sure tracefs is mounted (tracepoints are attached through it); mounts it at
 /// /sys/kernel/tracing when neither it nor debugfs's copy is there.
+///
+/// tracefs is mode 0700, owned by root: a process with CAP_BPF and CAP_PERFMON but another uid
+/// cannot look up the tracepoints' ids in it without CAP_DAC_READ_SEARCH, and that is said as
+/// such (the mount attempt that would follow fails with EPERM, which reads like lockdown).
 pub fn ensure_tracefs() -> Result<(), AttachError> {
-    if Path::new(TRACEFS).join("events").is_dir()
-        || Path::new("/sys/kernel/debug/tracing/events").is_dir()
-    {
-        return Ok(());
+    let mut denied = None;
+    for dir in [TRACEFS, "/sys/kernel/debug/tracing"] {
+        match std::fs::metadata(Path::new(dir).join("events")) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                denied.get_or_insert(dir);
+            }
+            _ => {}
+        }
+    }
+    if let Some(dir) = denied {
+        return Err(AttachError::TracefsDenied(tracefs_denied(dir)));
     }
     nix::mount::mount(
         Some("tracefs"),

@@ -77,7 +77,8 @@ impl Metrics {
         );
         registry.register(
             "events_lost",
-            "events lost, by reason (ring_buffer_full, in_flight_full, missed_exit, sink)",
+            "events lost, by reason (ring_buffer_full, in_flight_full, missed_exit, sink, \
+             unfinished)",
             m.lost.clone(),
         );
         registry.register(
@@ -121,7 +122,10 @@ impl Metrics {
             m.ring_fill.clone(),
         );
         // Every reason shows from the start, at 0, so that dashboards and alerts see the series.
-        for reason in sendfile_trace_common::lost::NAMES.iter().chain(&["sink"]) {
+        for reason in sendfile_trace_common::lost::NAMES
+            .iter()
+            .chain(&["sink", crate::daemon::UNFINISHED])
+        {
             let _ = m
                 .lost
                 .get_or_create(&vec![("reason", (*reason).to_owned())]);
@@ -250,36 +254,144 @@ impl RingView {
     }
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own.
+/// Limits of the metrics endpoint. Its clients are untrusted (anything that can reach the
+/// port), the daemon runs as root, and a scrape is one small GET, so each connection gets one
+/// request with a bounded head, a bounded time, and a bounded share of the daemon.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Connections served at once; a new one past this closes the oldest, so that idle or slow
+    /// clients cannot keep a scrape out.
+    pub const CONNECTIONS: usize = 16;
+    /// Bytes of request head (request line and headers) read from a connection: a larger one
+    /// gets `431`, and hyper never buffers more (8 KiB is hyper's smallest buffer).
+    pub const HEAD_BYTES: usize = 8192;
+    /// Header lines accepted in a request.
+    pub const HEADERS: usize = 32;
+    /// Time a client has to send its request head.
+    pub const HEAD_TIME: Duration = Duration::from_secs(5);
+    /// Time a connection may last in all, response included.
+    pub const CONNECTION_TIME: Duration = Duration::from_secs(10);
+}
+
+/// Serves `GET /metrics` (and `HEAD`) on `addr` from a thread of its own, running a
+/// single-threaded tokio runtime: one thread whatever the number of clients, each connection a
+/// task within the [`limits`].
+///
+/// hyper parses the requests: it caps the head it buffers and the time it waits for it, which
+/// tiny_http (used before) did not (a client sending endless headers grew the daemon by hundreds
+/// of megabytes, and each connection held a thread).
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
     let listen = format!("cannot listen on {addr} for --metrics");
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| Error::io(listen.clone())(std::io::Error::other(e)))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::io(listen)(std::io::Error::other("not an IP address")))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(Error::io(listen.clone()))?;
+    let bound = listener.local_addr().map_err(Error::io(listen))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Error::io("cannot start the metrics runtime"))?;
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
-                    let header = tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                    )
-                    .expect("static header");
-                    tiny_http::Response::from_string(metrics.render()).with_header(header)
-                } else {
-                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                };
-                if let Err(e) = req.respond(resp) {
-                    log::debug!("metrics: {e}");
-                }
-            }
-        })
+        .spawn(move || runtime.block_on(accept_loop(listener, metrics)))
         .map_err(Error::io("cannot start the metrics thread"))?;
     Ok(bound)
+}
+
+/// Accepts connections for ever, at most [`limits::CONNECTIONS`] alive (the oldest goes first).
+async fn accept_loop(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
+    use std::collections::BTreeMap;
+
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("metrics: cannot poll the listening socket: {e}");
+            return;
+        }
+    };
+    // Live connections by age: their tasks remove themselves when done.
+    let live: Arc<Mutex<BTreeMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    let mut next_id = 0u64;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors and the like: wait instead of spinning.
+                log::debug!("metrics: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let id = next_id;
+        next_id += 1;
+        {
+            let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+            while l.len() >= limits::CONNECTIONS {
+                if let Some((_, oldest)) = l.pop_first() {
+                    oldest.abort();
+                }
+            }
+        }
+        let (metrics, done) = (metrics.clone(), live.clone());
+        let task = tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let resp = respond(&req, &metrics);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits::HEAD_TIME)
+                .max_buf_size(limits::HEAD_BYTES)
+                .max_headers(limits::HEADERS)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(limits::CONNECTION_TIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("metrics: {e}"),
+                Err(_) => log::debug!(
+                    "metrics: connection closed after {:?}",
+                    limits::CONNECTION_TIME
+                ),
+            }
+            done.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
+        live.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, task.abort_handle());
+    }
+}
+
+/// The response to one request: the exposition for `GET`/`HEAD /metrics`, 405 for other
+/// methods, 404 elsewhere. A request body is never read.
+fn respond<B>(
+    req: &hyper::Request<B>,
+    metrics: &Metrics,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use hyper::{Method, StatusCode, header};
+    let text = |status: StatusCode, body: String| {
+        let mut r = hyper::Response::new(http_body_util::Full::new(body.into()));
+        *r.status_mut() = status;
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "see /metrics\n".into());
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut r = text(StatusCode::OK, metrics.render());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ use crate::{
 pub struct OutputConfig {
     /// The sinks; empty means stdout.
     pub sinks: Vec<SinkSpec>,
-    /// The format; `None` picks `text` on a terminal, `tracee` otherwise.
+    /// The format; `None` picks `text` when every sink is stdout and stdout is a terminal,
+    /// `tracee` otherwise.
     pub format: Option<Format>,
     /// Records each sink's queue holds before it drops.
     pub queue_size: usize,
@@ -59,6 +60,17 @@ struct SinkHandle {
     stats: Arc<SinkStats>,
     /// Drops already reported in-band.
     reported: u64,
+}
+
+/// The format when none is given: `text` is for a person at a terminal, so only when every
+/// sink is a stdout that is a terminal; a file, a syslog peer or a pipe gets `tracee` JSON
+/// (one format serves all sinks, so `-o - -o FILE` on a terminal writes JSON to both).
+fn default_format(specs: &[SinkSpec]) -> Format {
+    if specs.iter().all(|s| *s == SinkSpec::Stdout) {
+        Format::default_for_stdout()
+    } else {
+        Format::Tracee
+    }
 }
 
 /// Result of a write: the reader went away (EPIPE) is not an error, it ends the tracer.
@@ -166,7 +178,7 @@ impl Output {
             None => None,
         };
         Ok(Output {
-            format: cfg.format.unwrap_or_else(Format::default_for_stdout),
+            format: cfg.format.unwrap_or_else(|| default_format(&specs)),
             sinks,
             buf: Vec::with_capacity(4096),
             closed,

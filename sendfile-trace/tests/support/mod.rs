@@ -507,8 +507,15 @@ pub fn check_frame(stopped: &Stopped) {
         stop["events"], sendfiles,
         "tracer_stop.events counts every event written"
     );
-    assert_eq!(stop["lost"], 0, "no loss expected: {stop}");
-    assert!(r.iter().all(|v| v["eventName"] != "events_lost"));
+    // The tracer traces the whole (shared) host: another process's call blocked in sendfile when
+    // it stops is rightly counted as `unfinished`; every other loss is a failure. The workload's
+    // own calls are each matched to an event by the tests.
+    let unfinished = stop["lostByReason"]["unfinished"].as_u64().unwrap_or(0);
+    assert_eq!(stop["lost"], unfinished, "no loss expected: {stop}");
+    assert!(
+        r.iter()
+            .all(|v| v["eventName"] != "events_lost" || v["reason"] == "unfinished")
+    );
     for v in r {
         assert_eq!(v["schemaVersion"], sendfile_trace::SCHEMA_VERSION);
     }
