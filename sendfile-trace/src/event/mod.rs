@@ -145,6 +145,16 @@ pub struct Executable {
     pub path_hex: Option<String>,
     /// The path walk hit its bound: `path` is the tail end of the real path.
     pub truncated: bool,
+    /// The file is in no mounted file system (memfd, SysV shared memory, ...): `path` is the
+    /// kernel's name for it, as `/proc/PID/fd` shows it (`/memfd:NAME (deleted)`), not a path
+    /// on any disk. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pseudo: bool,
+    /// The file's mount is not attached to the caller's mount tree (lazily unmounted with
+    /// `umount -l`, or another mount namespace's): `path` is from the root of that mount and
+    /// may name a different, real file in the caller's tree. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detached: bool,
 }
 
 /// A file descriptor argument, resolved from the caller's fd table at syscall entry.
@@ -190,7 +200,8 @@ pub enum FdKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PathInfo {
-    /// Full path across mounts, as seen from the caller's root.
+    /// Full path across mounts, from the root of the mount namespace (see `detached`,
+    /// `outsideRoot` and `pseudo` for the files this does not name).
     pub path: String,
     /// Hex of the exact path bytes, present only when they are not valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +214,25 @@ pub struct PathInfo {
     pub dev: u64,
     /// The file was unlinked (no names left).
     pub deleted: bool,
+    /// The file is in no mounted file system (memfd, SysV shared memory, ...): `path` is the
+    /// kernel's name for it, as `/proc/PID/fd` shows it (`/memfd:NAME (deleted)`), not a path
+    /// on any disk. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pseudo: bool,
+    /// The file's mount is not attached to the caller's mount tree (lazily unmounted with
+    /// `umount -l`, or another mount namespace's): `path` is from the root of that mount and
+    /// may name a different, real file in the caller's tree. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detached: bool,
+    /// The file is outside the caller's root directory (chroot, pivot_root): `path` is from the
+    /// root of the mount namespace, which the caller cannot see. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub outside_root: bool,
+}
+
+/// For `skip_serializing_if`: the anomaly flags are written only when set.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A socket descriptor.

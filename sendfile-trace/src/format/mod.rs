@@ -283,6 +283,7 @@ pub(crate) mod tests {
                 path: "/usr/sbin/nginx".into(),
                 path_hex: None,
                 truncated: false,
+                ..Executable::default()
             }),
             thread_start_time: Some(1_795_322_000_000_000_000),
             mount_namespace: Some(4026531841),
@@ -328,6 +329,7 @@ pub(crate) mod tests {
                     inode: 131074,
                     dev: 2049,
                     deleted: false,
+                    ..PathInfo::default()
                 }),
             },
             out_fd: FdInfo {
@@ -372,6 +374,7 @@ pub(crate) mod tests {
                 inode: 77,
                 dev: 2049,
                 deleted: true,
+                ..PathInfo::default()
             }),
         };
         e
