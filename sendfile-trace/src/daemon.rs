@@ -19,7 +19,7 @@ use crate::{
     error::{Error, one_line},
     event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     event::{
-        Enricher,
+        Containers, Enricher,
         join::{Join, Joined},
     },
     kernel::{
@@ -194,6 +194,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         enricher: Enricher {
             host_name,
             clock: WallClock::now(),
+            containers: Containers::new(crate::kernel::filter::cgroup2_root().ok()),
         },
         out,
         events: 0,

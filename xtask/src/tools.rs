@@ -16,8 +16,9 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Static targets for guest binaries and the 32-bit (compat) workload.
 pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
 /// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
-/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
-const APT_PACKAGES: [&str; 11] = [
+/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities;
+/// containerd and runc: the real container runtime `containerId` is tested against).
+const APT_PACKAGES: [&str; 13] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -31,6 +32,8 @@ const APT_PACKAGES: [&str; 11] = [
     "rsyslog",
     "systemd",
     "util-linux",
+    "containerd",
+    "runc",
 ];
 
 /// Runs a command, failing with its name if it cannot start or exits non-zero.

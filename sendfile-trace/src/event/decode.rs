@@ -14,6 +14,11 @@ pub fn comm_bytes(comm: &[u8]) -> &[u8] {
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
+    hex_of(bytes)
+}
+
+/// Lower-case hex of `bytes` (the `...Hex` fields).
+pub fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -45,8 +50,6 @@ pub struct ProcCtx {
     pub pid_ns: u32,
     /// The executable.
     pub executable: Option<Executable>,
-    /// Container id from the cgroup names.
-    pub container_id: Option<String>,
 }
 
 impl Entry {
@@ -87,9 +90,6 @@ impl Entry {
                 detached: !pseudo && r.flags & fd_flags::EXE_DETACHED != 0,
             }
         });
-        let container_id = [r.cgroup_name, r.cgroup_parent]
-            .into_iter()
-            .find_map(|s| container_id_of(&String::from_utf8_lossy(self.seg(s))));
         ProcCtx {
             ns_tgid: r.ns_tgid,
             ns_ppid: r.ns_ppid,
@@ -97,7 +97,6 @@ impl Entry {
             mnt_ns: r.mnt_ns,
             pid_ns: r.pid_ns,
             executable,
-            container_id,
         }
     }
 

@@ -9,7 +9,7 @@ pub mod lifecycle;
 
 use self::decode::{fd_info, hex, unresolved};
 pub use self::{
-    container::container_id_of,
+    container::{Containers, container_id_of_path},
     decode::{Entry, ProcCtx, comm_bytes, st_dev},
 };
 
@@ -30,6 +30,8 @@ pub struct Enricher {
     pub host_name: String,
     /// Boot-time to wall-clock conversion.
     pub clock: WallClock,
+    /// Container ids by cgroup id.
+    pub containers: Containers,
 }
 
 /// One sendfile call, as written to the output.
@@ -76,7 +78,8 @@ pub struct SendfileEvent<'a> {
     pub host_name: &'a str,
     /// cgroup v2 id of the caller.
     pub cgroup_id: u64,
-    /// Container id from the caller's cgroup path (docker, containerd, cri-o, podman), or null.
+    /// Container id from the caller's full cgroup path, in the layouts docker, containerd,
+    /// cri-o, podman and Kubernetes create (see [`container_id_of_path`]), or null.
     pub container_id: Option<String>,
     /// Tracee's event id for sendfile ("40").
     pub event_id: &'static str,
@@ -353,7 +356,7 @@ impl Enricher {
             pid_namespace: proc.map(|p| p.pid_ns),
             host_name: &self.host_name,
             cgroup_id: r.cgroup_id,
-            container_id: proc.and_then(|p| p.container_id.clone()),
+            container_id: self.containers.id_of(r.cgroup_id),
             event_id: "40",
             event_name: "sendfile",
             syscall,
@@ -433,6 +436,9 @@ mod tests {
         Enricher {
             host_name: "web-1".into(),
             clock: WallClock::now(),
+            containers: Containers::with_resolver(|cg| {
+                (cg == 4321).then(|| format!("/system.slice/docker-{}.scope", "a".repeat(64)))
+            }),
         }
     }
 
@@ -516,7 +522,9 @@ mod tests {
             "parentProcessId": null, "hostProcessId": 4242, "hostThreadId": 4243,
             "hostParentProcessId": null,
             "executable": null, "threadStartTime": null,
-            "mountNamespace": null, "pidNamespace": null, "containerId": null,
+            "mountNamespace": null, "pidNamespace": null,
+            // From the cgroup id of the exit record: known without the entry record.
+            "containerId": "a".repeat(64),
             "inFd": {"fd": 30, "type": "unknown", "reason": "entry record missing"},
             "outFd": {"fd": 29, "type": "unknown", "reason": "entry record missing"},
             "processName": "nginx", "hostName": "web-1", "cgroupId": 4321, "eventId": "40",
@@ -647,24 +655,49 @@ mod tests {
     }
 
     #[test]
-    fn container_ids_from_cgroup_names() {
-        let id = "0123456789abcdef".repeat(4);
-        for name in [
-            format!("docker-{id}.scope"),
-            format!("cri-containerd-{id}.scope"),
-            format!("crio-{id}.scope"),
-            format!("libpod-{id}.scope"),
-            id.clone(),
-        ] {
-            assert_eq!(
-                container_id_of(&name).as_deref(),
-                Some(id.as_str()),
-                "{name}"
-            );
-        }
-        assert_eq!(container_id_of(&format!("crio-conmon-{id}.scope")), None);
-        assert_eq!(container_id_of("user@0.service"), None);
-        assert_eq!(container_id_of("init.scope"), None);
+    fn pseudo_files_are_named_as_the_kernel_does_and_anomalies_are_flagged() {
+        let mut e = entry();
+        let mut tail = e.tail.clone();
+        let name = push_raw(&mut tail, b"\x07memfd:x");
+        e.tail = tail;
+        e.rec.in_fd = FdRecord {
+            kind: fd_kind::FILE,
+            ino: 5,
+            flags: fd_flags::PSEUDO | fd_flags::OUTSIDE_ROOT,
+            fs_magic: 0x0102_1994,
+            path: name,
+            ..FdRecord::default()
+        };
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(
+            v["inFd"],
+            json!({"fd": 30, "type": "file", "path": "/memfd:x (deleted)", "truncated": false,
+                   "inode": 5, "dev": 0, "deleted": true, "pseudo": true})
+        );
+        assert_eq!(
+            pseudo_name(b"\x09[eventfd]", 0x0904_1934, 1),
+            b"anon_inode:[eventfd]"
+        );
+        assert_eq!(pseudo_name(b"", 0x5049_5045, 77), b"pipe:[77]");
+        // A lazily unmounted tree: flagged, and not also "outside root" (it has no root).
+        e.rec.in_fd.flags = fd_flags::DETACHED | fd_flags::OUTSIDE_ROOT;
+        e.rec.in_fd.path = sendfile_trace_common::encode_path(&mut e.tail, b"/etc/passwd");
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(
+            (&v["inFd"]["path"], &v["inFd"]["detached"]),
+            (&json!("/etc/passwd"), &json!(true))
+        );
+        assert!(v["inFd"].get("outsideRoot").is_none() && v["inFd"].get("pseudo").is_none());
+        e.rec.in_fd.flags = fd_flags::OUTSIDE_ROOT;
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(v["inFd"]["outsideRoot"], true);
+        // Unknown when the walk was cut short.
+        e.rec.in_fd.flags = fd_flags::OUTSIDE_ROOT | fd_flags::PATH_TRUNCATED;
+        assert!(
+            encode_with(&record(), Some(&e))["inFd"]
+                .get("outsideRoot")
+                .is_none()
+        );
     }
 
     #[test]
