@@ -293,7 +293,8 @@ fn container_id_comes_from_a_real_runtime_and_not_from_a_look_alike_cgroup() {
             .collect()
     };
     let inside = by_comm(comm_in);
-    assert_eq!(calls.len(), 1, "{calls:?}");
+    // The i386 workload makes the case through both syscalls (187 and 239).
+    assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(inside.len(), calls.len(), "{inside:#?}");
     for e in &inside {
         assert_eq!(e["containerId"], id.as_str(), "{e}");
