@@ -223,6 +223,21 @@ pub mod fd_flags {
     /// executable, cgroup names) is left out: it is unchanged since this process's last full
     /// record, which userspace keeps.
     pub const PROC_CACHED: u32 = 1 << 4;
+    /// The file is in no mounted file system (its dentry is the root of nothing the caller can
+    /// reach: memfd, SysV shm, ...): the path holds its one name, which userspace renders as the
+    /// kernel's `d_dname` does (`/memfd:NAME (deleted)`).
+    pub const PSEUDO: u32 = 1 << 5;
+    /// The walk ended at the root of a mount that is not the root of the caller's mount
+    /// namespace (a lazily unmounted tree, or another namespace's): the path is from that
+    /// mount's root and may name a different file in the caller's tree.
+    pub const DETACHED: u32 = 1 << 6;
+    /// The walk reached the root without passing the caller's root directory (chroot,
+    /// pivot_root): the file is outside what the caller sees as `/`.
+    pub const OUTSIDE_ROOT: u32 = 1 << 7;
+    /// (EntryRecord) [`PSEUDO`] for the executable.
+    pub const EXE_PSEUDO: u32 = 1 << 8;
+    /// (EntryRecord) [`DETACHED`] for the executable.
+    pub const EXE_DETACHED: u32 = 1 << 9;
 }
 
 /// Processes whose last full entry record the kernel side remembers (LRU).
@@ -269,10 +284,9 @@ pub struct FdRecord {
     pub local_path: Seg,
     /// UNIX socket: the peer's `sun_path` in the tail.
     pub remote_path: Seg,
-    /// Padding.
-    pub _pad2: u16,
-    /// Padding.
-    pub _pad3: u16,
+    /// `s_magic` of the file's super block, read only for [`fd_flags::PSEUDO`] files (it says
+    /// how the kernel names them); 0 otherwise.
+    pub fs_magic: u32,
 }
 
 /// Size of [`EntryRecord`]'s variable tail (a power of two: indices into it are masked).
@@ -448,6 +462,14 @@ pub struct Offsets {
     /// Start of the one read that fetches `file.f_inode` and `file.f_path` together: the lower
     /// of their offsets (set by userspace, which checks that both fit in [`FILE_WINDOW`] bytes).
     pub file_window: u32,
+    /// `task_struct.fs`.
+    pub task_fs: u32,
+    /// `fs_struct.root` (a `struct path`: mnt, then dentry).
+    pub fs_root: u32,
+    /// `mnt_namespace.root`.
+    pub mnt_ns_root: u32,
+    /// `super_block.s_magic`.
+    pub sb_magic: u32,
 }
 
 /// Bytes of `struct file` read at [`Offsets::file_window`].

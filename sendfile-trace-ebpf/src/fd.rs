@@ -8,7 +8,7 @@ use sendfile_trace_common::{
     fd_kind, fd_reason,
 };
 
-use crate::kernel::{copy, load, off, ptr, read};
+use crate::kernel::{copy, current_task, load, off, ptr, read};
 
 const MASK: u32 = TAIL_SIZE as u32 - 1;
 const AF_UNIX: u16 = 1;
@@ -106,12 +106,68 @@ impl Tail {
     }
 }
 
+/// Which flag bits a path walk sets (fd records and the executable use different ones).
+#[derive(Clone, Copy)]
+pub struct PathBits {
+    /// The walk stopped before the root.
+    pub truncated: u32,
+    /// The leaf is unlinked (0: not checked).
+    pub deleted: u32,
+    /// The leaf is in no mounted file system ([`fd_flags::PSEUDO`]).
+    pub pseudo: u32,
+    /// The walk ended on a mount that is not the caller's namespace root.
+    pub detached: u32,
+    /// The walk never passed the caller's root directory (0: not checked).
+    pub outside_root: u32,
+}
+
+impl PathBits {
+    /// The bits of a descriptor's path ([`FdRecord::flags`]).
+    pub const FD: PathBits = PathBits {
+        truncated: fd_flags::PATH_TRUNCATED,
+        deleted: fd_flags::DELETED,
+        pseudo: fd_flags::PSEUDO,
+        detached: fd_flags::DETACHED,
+        outside_root: fd_flags::OUTSIDE_ROOT,
+    };
+    /// The bits of the executable's path (`EntryRecord::flags`). No `outside_root`: the root
+    /// is per thread, the executable part of a record is kept per process.
+    pub const EXE: PathBits = PathBits {
+        truncated: fd_flags::EXE_TRUNCATED,
+        deleted: 0,
+        pseudo: fd_flags::EXE_PSEUDO,
+        detached: fd_flags::EXE_DETACHED,
+        outside_root: 0,
+    };
+}
+
+/// The caller's root directory (as a `struct mount` and dentry) and the root mount of its mount
+/// namespace, for [`walk_path`] to tell where a path really starts. BTF-typed loads (about a
+/// nanosecond each); zeros if the task has no `fs` (an exiting task), which only sets flags.
+#[inline(always)]
+fn caller_roots() -> (u64, u64, u64) {
+    let task = current_task();
+    let fs: u64 = load(task, off!(task_fs));
+    let root_vfsmnt: u64 = load(fs, off!(fs_root));
+    let root_dentry: u64 = load(fs, off!(fs_root) + 8);
+    let ns: u64 = load(load::<u64>(task, off!(task_nsproxy)), off!(nsproxy_mnt_ns));
+    let ns_root: u64 = load(ns, off!(mnt_ns_root));
+    (
+        root_vfsmnt.wrapping_sub(off!(mount_mnt)),
+        root_dentry,
+        ns_root,
+    )
+}
+
 /// Walks `dentry` in mount `vfsmnt` up to the root of the mount namespace, appending each
 /// component leaf first (a length byte, then the name) and writing the segment to `seg`. Sets
-/// `truncated_bit` in `*flags` if the walk stopped before the root (depth or byte budget, or a
-/// failed read), and `deleted_bit` if the starting dentry is unlinked (the kernel's
-/// `d_unlinked()`: unhashed and not a root). Results go to map memory, not registers (see
-/// [`Tail`]).
+/// in `*flags` (bits from `bits`): `truncated` if the walk stopped before the root (depth or byte
+/// budget, or a failed read); `deleted` if the starting dentry is unlinked (the kernel's
+/// `d_unlinked()`: unhashed and not a root); `pseudo` if the starting dentry is the root of a
+/// file system but not of its mount (`alloc_file_pseudo()`: memfd and the like, which the
+/// kernel names with `d_dname`), with that one name as the path; `detached` if the walk ended on
+/// a mount that is not the root mount of the caller's namespace; `outside_root` if it never
+/// passed the caller's root directory. Results go to map memory, not registers (see [`Tail`]).
 ///
 /// One read per component (`d_hash.pprev`, `d_parent`, `d_name`) and one per mount crossed
 /// (`mnt_parent`, `mnt_mountpoint`, `mnt_root`): userspace checked that both are adjacent.
@@ -122,8 +178,7 @@ pub fn walk_path(
     vfsmnt: u64,
     seg: *mut Seg,
     flags: *mut u32,
-    truncated_bit: u32,
-    deleted_bit: u32,
+    bits: PathBits,
 ) {
     let start = t.pos();
     if start > TAIL_SIZE as u32 {
@@ -132,30 +187,40 @@ pub fn walk_path(
     let limit = start + PATH_BUDGET;
     let (o_mnt, o_mparent, o_pprev) =
         (off!(mount_mnt), off!(mount_parent), off!(dentry_hash_pprev));
+    let (root_mount, root_dentry, ns_root) = caller_roots();
     let leaf = dentry;
     let mut mount = vfsmnt.wrapping_sub(o_mnt);
     // Flags are set in map memory where they are decided, never carried in registers past the
     // loop: its many exits then leave the same state, and the rest of the program is verified
-    // once, not once per combination of flags.
-    set_flags(flags, truncated_bit);
+    // once, not once per combination of flags. `outside_root` is cleared when the walk passes
+    // the caller's root.
+    set_flags(flags, bits.truncated | bits.outside_root);
     // A failed first read leaves the walk undone: an empty path flagged truncated.
     let [mut mnt_parent, mut mountpoint, mut mnt_root] =
         read::<[u64; 3]>(mount, o_mparent).unwrap_or([0; 3]);
-    if deleted_bit != 0 && leaf == mnt_root {
+    if bits.deleted != 0 && leaf == mnt_root {
         // The leaf is itself the root of a mount (a bind-mounted file): the loop never reads it.
         if let Some([pprev, parent]) = read::<[u64; 2]>(leaf, o_pprev)
             && pprev == 0
             && parent != leaf
         {
-            set_flags(flags, deleted_bit);
+            set_flags(flags, bits.deleted);
         }
     }
     let depth = if mnt_root == 0 { 0 } else { PATH_DEPTH };
     for _ in 0..depth {
+        if dentry == root_dentry && mount == root_mount {
+            // The caller's root: the kernel's d_path stops here; this walk goes on to the
+            // namespace root (paths are absolute in the namespace) and only notes it.
+            clear_flags(flags, bits.outside_root);
+        }
         if dentry == mnt_root {
             // Top of this mount: continue from where it is mounted, or stop at the namespace root.
             if mnt_parent == mount {
-                clear_flags(flags, truncated_bit);
+                if mount != ns_root {
+                    set_flags(flags, bits.detached);
+                }
+                clear_flags(flags, bits.truncated);
                 break;
             }
             dentry = mountpoint;
@@ -170,12 +235,18 @@ pub fn walk_path(
             break;
         };
         if parent == dentry {
+            if dentry == leaf {
+                // A dentry of no tree (alloc_file_pseudo): keep its one name for userspace to
+                // render as the kernel's d_dname would.
+                set_flags(flags, bits.pseudo);
+                let _ = t.push(name, (hash_len >> 32) as u32, true, limit);
+            }
             // Root of a file system that is not mounted here (pseudo file systems).
-            clear_flags(flags, truncated_bit);
+            clear_flags(flags, bits.truncated | bits.outside_root);
             break;
         }
         if dentry == leaf && pprev == 0 {
-            set_flags(flags, deleted_bit);
+            set_flags(flags, bits.deleted);
         }
         if !t.push(name, (hash_len >> 32) as u32, true, limit) {
             break;
@@ -343,15 +414,19 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
         }
         return;
     }
-    walk_path(
-        t,
-        dentry,
-        mnt,
-        &mut r.path,
-        &mut r.flags,
-        fd_flags::PATH_TRUNCATED,
-        fd_flags::DELETED,
-    );
+    walk_path(t, dentry, mnt, &mut r.path, &mut r.flags, PathBits::FD);
+    pseudo_magic(r, sb);
+}
+
+/// Records the file system's magic of a [`fd_flags::PSEUDO`] file: it decides how the kernel
+/// names it. One read, only for such files.
+#[inline(always)]
+fn pseudo_magic(r: &mut FdRecord, sb: u64) {
+    // SAFETY: r is this CPU's scratch record; the walk wrote its flags through a raw pointer.
+    let flags = unsafe { core::ptr::read_volatile(&r.flags) };
+    if flags & fd_flags::PSEUDO != 0 && sb != 0 {
+        r.fs_magic = read::<u32>(sb, off!(sb_magic)).unwrap_or(0);
+    }
 }
 
 /// Appends a UNIX socket's bound `sun_path` (from its `unix_address`) into `seg`, if it has one.

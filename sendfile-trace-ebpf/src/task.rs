@@ -5,7 +5,7 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use sendfile_trace_common::{EntryRecord, PROC_CACHE_SIZE, fd_flags};
 
 use crate::{
-    fd::{Tail, walk_path},
+    fd::{PathBits, Tail, walk_path},
     kernel::{load, off, ptr, read},
 };
 
@@ -102,15 +102,7 @@ pub fn describe(t: &mut Tail, rec: &mut EntryRecord, task: u64, tgid: u32) -> Op
     let mnt: u64 = load(exe, off!(file_path_mnt));
     match (dentry, mnt) {
         (0, _) | (_, 0) => rec.flags |= fd_flags::NO_EXE,
-        (dentry, mnt) => walk_path(
-            t,
-            dentry,
-            mnt,
-            &mut rec.exe,
-            &mut rec.flags,
-            fd_flags::EXE_TRUNCATED,
-            0,
-        ),
+        (dentry, mnt) => walk_path(t, dentry, mnt, &mut rec.exe, &mut rec.flags, PathBits::EXE),
     }
     let kn: u64 = load(
         load::<u64>(cgroups, off!(css_set_dfl_cgrp)),

@@ -20,7 +20,7 @@ use crate::{
     error::{Error, LoadError, one_line},
     event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     event::{
-        Enricher,
+        Containers, Enricher,
         join::{Join, Joined},
     },
     kernel::{
@@ -230,6 +230,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         enricher: Enricher {
             host_name,
             clock: WallClock::now(),
+            containers: Containers::new(crate::kernel::filter::cgroup2_root().ok()),
         },
         out,
         events: 0,

@@ -243,7 +243,10 @@ struct TempCgroup(PathBuf);
 
 impl TempCgroup {
     fn new(name: &str) -> TempCgroup {
-        let dir = own_cgroup_dir().join(name);
+        TempCgroup::at(own_cgroup_dir().join(name))
+    }
+
+    fn at(dir: PathBuf) -> TempCgroup {
         std::fs::create_dir(&dir)
             .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
         TempCgroup(dir)
@@ -294,7 +297,8 @@ fn cgroup_filter_admits_exactly_that_cgroup_by_path_and_by_id() {
 fn container_filter_admits_exactly_that_container() {
     let _serial = serial();
     require_root();
-    // A cgroup named the way docker's systemd driver names a container's scope.
+    // A cgroup where docker's cgroupfs driver puts a container (`/docker/<id>` from the cgroup2
+    // root: only the layouts runtimes create carry an id).
     let id: String = format!(
         "{:016x}",
         u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -303,11 +307,17 @@ fn container_filter_admits_exactly_that_container() {
     .chars()
     .take(64)
     .collect();
-    let cg = TempCgroup::new(&format!("docker-{id}.scope"));
+    let docker = cgroup2_mount().join("docker");
+    let made_docker = std::fs::create_dir(&docker).is_ok();
+    let cg = TempCgroup::at(docker.join(&id));
     let specs = [Spec::in_cgroup(&cg.0), Spec::plain()];
     let (stopped, ran, window) = filtered_run(&specs, |_| vec!["--container".into(), id.clone()]);
     expect_exactly((&stopped, window), &ran[0], Some(&id), all);
     expect_exactly((&stopped, window), &ran[1], None, none);
+    drop(cg);
+    if made_docker {
+        let _ = std::fs::remove_dir(&docker);
+    }
 }
 
 #[test]

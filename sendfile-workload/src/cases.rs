@@ -108,6 +108,9 @@ pub const CASES: &[Case] = &[
     case("deleted_file", deleted_file),
     case("hostile_path", hostile_path),
     case("deep_path", deep_path),
+    case("memfd_input", memfd_input),
+    case("detached_mount", detached_mount),
+    case("outside_root", outside_root),
     case("large_count", large_count),
     case("count_zero", count_zero),
     case("ebadf", ebadf),
@@ -247,20 +250,38 @@ impl Ctx {
         offset: OffsetArg,
         count: u64,
     ) -> anyhow::Result<Captured> {
+        self.sendfile_after(abi, out_fd, in_fd, offset, count, || Ok(()))?
+            .map_err(Into::into)
+    }
+
+    /// [`Ctx::sendfile`], running `before` between reading the facts and the call; its error
+    /// (the call then not made) in the inner result.
+    fn sendfile_after(
+        &self,
+        abi: Abi,
+        out_fd: RawFd,
+        in_fd: RawFd,
+        offset: OffsetArg,
+        count: u64,
+        before: impl FnOnce() -> io::Result<()>,
+    ) -> anyhow::Result<io::Result<Captured>> {
         let tid = sys::gettid();
         let process = ProcessFacts::now().context("reading /proc/self")?;
         let thread_start_time =
             facts::thread_start_time(tid).context("reading the thread's start time")?;
         let in_info = facts::describe(in_fd, &self.paths);
         let out_info = facts::describe(out_fd, &self.paths);
+        if let Err(e) = before() {
+            return Ok(Err(e));
+        }
         let call = sys::sendfile(abi, out_fd, in_fd, offset, count);
-        Ok(Captured {
+        Ok(Ok(Captured {
             call,
             in_fd: in_info,
             out_fd: out_info,
             thread_start_time,
             process,
-        })
+        }))
     }
 
     /// The input bytes `[start, start + len)`.
@@ -602,6 +623,152 @@ fn hostile_path(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> 
     drop(input);
     let _ = fs::remove_dir_all(&dir);
     run.map(Some)
+}
+
+/// The input is a memfd (how fileless payloads are held): the kernel names it
+/// `/memfd:NAME (deleted)` (`simple_dname()`), which the tracer must report as such, marked
+/// `pseudo` and `deleted`, never as `/`. The name holds a quote, a newline and a byte that is not
+/// UTF-8, and ends like a deleted file's path would.
+fn memfd_input(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let mut memfd_name = format!("payload \"{name}\"\n").into_bytes();
+    memfd_name.extend_from_slice(b"\xff (deleted)\0");
+    // SAFETY: a NUL-terminated name; memfd_create only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_memfd_create,
+            memfd_name.as_ptr(),
+            libc::MFD_CLOEXEC as libc::c_long,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("memfd_create");
+    }
+    // SAFETY: a descriptor memfd_create just returned, owned by nothing else.
+    let mut input = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+    input.write_all(&ctx.content)?;
+    let mut kernel_name = b"/memfd:".to_vec();
+    kernel_name.extend_from_slice(&memfd_name[..memfd_name.len() - 1]);
+    kernel_name.extend_from_slice(b" (deleted)");
+    let anomaly = facts::Anomaly {
+        pseudo: true,
+        ..facts::Anomaly::default()
+    };
+    ctx.paths.register_as(
+        input.as_raw_fd(),
+        Path::new(OsStr::from_bytes(&kernel_name)),
+        anomaly,
+    )?;
+    copy_prefix(ctx, name, abi, &input, 100).map(Some)
+}
+
+/// The input is on a tmpfs at `etc/passwd` that is lazily unmounted (`umount -l`) after it was
+/// opened: walked up to its mount's root, its path reads `/etc/passwd`, a different real file,
+/// so the tracer must mark it `detached`. Needs CAP_SYS_ADMIN; skipped (with a note) without.
+fn detached_mount(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let dir = ctx.dir.join(format!("detached-{name}"));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: NUL-terminated strings; mount only reads them.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c_dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        let _ = fs::remove_dir(&dir);
+        eprintln!("sendfile-workload: case {name}: skipped: mounting a tmpfs: {e}");
+        return Ok(None);
+    }
+    let setup = (|| -> anyhow::Result<File> {
+        fs::create_dir_all(dir.join("etc"))?;
+        let path = dir.join("etc/passwd");
+        fs::write(&path, &ctx.content)?;
+        let input = File::open(&path)?;
+        let anomaly = facts::Anomaly {
+            detached: true,
+            ..facts::Anomaly::default()
+        };
+        ctx.paths
+            .register_as(input.as_raw_fd(), Path::new("/etc/passwd"), anomaly)?;
+        Ok(input)
+    })();
+    // SAFETY: as above.
+    let r = unsafe { libc::umount2(c_dir.as_ptr(), libc::MNT_DETACH) };
+    let umount = io::Error::last_os_error();
+    let _ = fs::remove_dir(&dir);
+    let input = setup?;
+    if r != 0 {
+        anyhow::bail!("umount -l {}: {umount}", dir.display());
+    }
+    copy_prefix(ctx, name, abi, &input, 100).map(Some)
+}
+
+/// A thread with its own root (`unshare(CLONE_FS)`, `chroot` into an empty directory) copies a
+/// file opened before, outside its root: the tracer must mark both paths `outsideRoot`. Needs
+/// CAP_SYS_CHROOT; skipped (with a note) without. The facts are read before the chroot (no
+/// `/proc` inside).
+fn outside_root(ctx: &Ctx, name: &str, abi: Abi) -> anyhow::Result<Option<Run>> {
+    let jail = ctx.dir.join(format!("jail-{name}"));
+    fs::create_dir_all(&jail).with_context(|| format!("creating {}", jail.display()))?;
+    let path = ctx.dir.join(format!("outside-{name}.bin"));
+    fs::write(&path, &ctx.content).with_context(|| format!("writing {}", path.display()))?;
+    let run = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<Option<Run>> {
+            let input = ctx.open(&path, OpenOptions::new().read(true))?;
+            let out = ctx.create_out(name)?;
+            let anomaly = facts::Anomaly {
+                outside_root: true,
+                ..facts::Anomaly::default()
+            };
+            ctx.paths.register_as(input.as_raw_fd(), &path, anomaly)?;
+            let out_path = ctx.dir.join(format!("out-{name}.bin"));
+            ctx.paths.register_as(out.as_raw_fd(), &out_path, anomaly)?;
+            let c_jail = std::ffi::CString::new(jail.as_os_str().as_bytes())?;
+            let chroot = || -> io::Result<()> {
+                // SAFETY: plain syscalls on this thread; CLONE_FS gives it its own root so the
+                // chroot does not reach the other threads.
+                unsafe {
+                    if libc::unshare(libc::CLONE_FS) != 0
+                        || libc::chroot(c_jail.as_ptr()) != 0
+                        || libc::chdir(c"/".as_ptr()) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            };
+            let captured = match ctx.sendfile_after(
+                abi,
+                out.as_raw_fd(),
+                input.as_raw_fd(),
+                OffsetArg::Value(0),
+                100,
+                chroot,
+            )? {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sendfile-workload: case {name}: skipped: chroot: {e}");
+                    return Ok(None);
+                }
+            };
+            let mut run = Run::new(captured, Expect::Bytes(100));
+            if run.as_expected() {
+                check_file_copy(&mut run, ctx, &out, 0, 100)?;
+                check_offset_after(&mut run, 100);
+            }
+            Ok(Some(run))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the case thread panicked"))?
+    });
+    let _ = fs::remove_dir(&jail);
+    let _ = fs::remove_file(&path);
+    run
 }
 
 /// Levels of directories in `deep_path`: more than the tracer walks.

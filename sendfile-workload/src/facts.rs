@@ -73,6 +73,30 @@ pub struct PathInfo {
     pub dev: u64,
     /// No names left (`st_nlink == 0`).
     pub deleted: bool,
+    /// In no mounted file system (a memfd); the path is the kernel's name. Only when true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub pseudo: bool,
+    /// On a mount the workload detached (`umount -l`) after opening. Only when true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub detached: bool,
+    /// Outside the root directory the calling thread chrooted to. Only when true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub outside_root: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What the workload did to a file after opening it that changes how it must be reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anomaly {
+    /// It is a memfd, named by the kernel.
+    pub pseudo: bool,
+    /// Its mount was lazily unmounted.
+    pub detached: bool,
+    /// The calling thread chrooted below it.
+    pub outside_root: bool,
 }
 
 /// A socket descriptor.
@@ -151,26 +175,31 @@ fn bounded(path: &[u8]) -> (Vec<u8>, bool) {
 /// The files the workload opened, by `(st_dev, st_ino)`: the paths it knows them by.
 #[derive(Default)]
 pub struct Paths {
-    known: std::sync::Mutex<Vec<(u64, u64, PathBuf)>>,
+    known: std::sync::Mutex<Vec<(u64, u64, PathBuf, Anomaly)>>,
 }
 
 impl Paths {
     /// Remembers that `path` (absolute, canonical) is the file open on `fd`.
     pub fn register(&self, fd: RawFd, path: &Path) -> io::Result<()> {
+        self.register_as(fd, path, Anomaly::default())
+    }
+
+    /// Remembers that the file open on `fd` must be reported as `path` with `anomaly`.
+    pub fn register_as(&self, fd: RawFd, path: &Path, anomaly: Anomaly) -> io::Result<()> {
         let st = fstat(fd)?;
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.retain(|(d, i, _)| (*d, *i) != (st.st_dev, st.st_ino));
-        known.push((st.st_dev, st.st_ino, path.to_owned()));
+        known.retain(|(d, i, _, _)| (*d, *i) != (st.st_dev, st.st_ino));
+        known.push((st.st_dev, st.st_ino, path.to_owned(), anomaly));
         Ok(())
     }
 
-    fn path_of(&self, dev: u64, ino: u64) -> Option<PathBuf> {
+    fn path_of(&self, dev: u64, ino: u64) -> Option<(PathBuf, Anomaly)> {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|(d, i, _)| (*d, *i) == (dev, ino))
-            .map(|(_, _, p)| p.clone())
+            .find(|(d, i, _, _)| (*d, *i) == (dev, ino))
+            .map(|(_, _, p, a)| (p.clone(), *a))
     }
 }
 
@@ -229,8 +258,12 @@ fn classify(fd: RawFd, st: &Stat, paths: &Paths) -> FdKind {
     if fmt == libc::S_IFSOCK {
         return FdKind::Socket(socket_info(fd, st.st_ino));
     }
-    if let Some(path) = paths.path_of(st.st_dev, st.st_ino) {
-        let (bytes, truncated) = bounded(path.as_os_str().as_bytes());
+    if let Some((path, anomaly)) = paths.path_of(st.st_dev, st.st_ino) {
+        let (bytes, truncated) = if anomaly.pseudo {
+            (path.as_os_str().as_bytes().to_vec(), false)
+        } else {
+            bounded(path.as_os_str().as_bytes())
+        };
         let (path_text, path_hex) = text(&bytes);
         let info = PathInfo {
             path: path_text,
@@ -239,6 +272,9 @@ fn classify(fd: RawFd, st: &Stat, paths: &Paths) -> FdKind {
             inode: st.st_ino,
             dev: st.st_dev,
             deleted: st.st_nlink == 0,
+            pseudo: anomaly.pseudo,
+            detached: anomaly.detached,
+            outside_root: anomaly.outside_root,
         };
         return if fmt == libc::S_IFREG || fmt == libc::S_IFDIR {
             FdKind::File(info)

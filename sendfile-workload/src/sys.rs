@@ -248,26 +248,24 @@ pub fn kernel_is_64bit() -> bool {
     matches!(machine.to_bytes(), b"x86_64" | b"aarch64" | b"armv8l")
 }
 
-/// Returns an address that is certainly not mapped: a page mapped then unmapped.
+/// Returns an address no access can succeed at: a page reserved with `PROT_NONE` and kept (one
+/// page per call). A page mapped then unmapped is not enough: a later allocation of the same
+/// process (reading `/proc/self` before the call) can be placed there.
 pub fn unmapped_address() -> io::Result<usize> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
+    // SAFETY: a fresh anonymous private mapping that nothing refers to and nothing may access.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             page,
-            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
     };
     if addr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: unmaps exactly the page mapped above; it is never dereferenced afterwards.
-    if unsafe { libc::munmap(addr, page) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(addr as usize)

@@ -21,8 +21,9 @@ pub const MUSL_TARGETS: [&str; 3] = [
     "i686-unknown-linux-musl",
 ];
 /// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
-/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
-const APT_PACKAGES: [&str; 11] = [
+/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities;
+/// containerd and runc: the real container runtime `containerId` is tested against).
+const APT_PACKAGES: [&str; 13] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -36,6 +37,8 @@ const APT_PACKAGES: [&str; 11] = [
     "rsyslog",
     "systemd",
     "util-linux",
+    "containerd",
+    "runc",
 ];
 
 /// Runs a command, failing with its name if it cannot start or exits non-zero.

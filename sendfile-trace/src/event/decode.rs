@@ -14,6 +14,11 @@ pub fn comm_bytes(comm: &[u8]) -> &[u8] {
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
+    hex_of(bytes)
+}
+
+/// Lower-case hex of `bytes` (the `...Hex` fields).
+pub fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -45,8 +50,6 @@ pub struct ProcCtx {
     pub pid_ns: u32,
     /// The executable.
     pub executable: Option<Executable>,
-    /// Container id from the cgroup names.
-    pub container_id: Option<String>,
 }
 
 impl Entry {
@@ -71,16 +74,22 @@ impl Entry {
     fn decode_proc(&self) -> ProcCtx {
         let r = &self.rec;
         let executable = (r.flags & fd_flags::NO_EXE == 0).then(|| {
-            let (path, path_hex) = text(&self.path(r.exe));
+            let pseudo = r.flags & fd_flags::EXE_PSEUDO != 0;
+            let raw = if pseudo {
+                // Only memfd and shmem files can be executed among pseudo files: simple_dname.
+                pseudo_name(self.seg(r.exe), 0, 0)
+            } else {
+                self.path(r.exe)
+            };
+            let (path, path_hex) = text(&raw);
             Executable {
                 path,
                 path_hex,
                 truncated: r.flags & fd_flags::EXE_TRUNCATED != 0,
+                pseudo,
+                detached: !pseudo && r.flags & fd_flags::EXE_DETACHED != 0,
             }
         });
-        let container_id = [r.cgroup_name, r.cgroup_parent]
-            .into_iter()
-            .find_map(|s| container_id_of(&String::from_utf8_lossy(self.seg(s))));
         ProcCtx {
             ns_tgid: r.ns_tgid,
             ns_ppid: r.ns_ppid,
@@ -88,7 +97,6 @@ impl Entry {
             mnt_ns: r.mnt_ns,
             pid_ns: r.pid_ns,
             executable,
-            container_id,
         }
     }
 
@@ -116,6 +124,40 @@ impl Entry {
             path.push(b'/');
         }
         path
+    }
+}
+
+/// File system magics whose files the kernel names with its own `d_dname` (include/uapi/linux/
+/// magic.h); every other pseudo file gets `simple_dname()`'s `/NAME (deleted)` (memfd on shmem
+/// or hugetlbfs, SysV shm, secretmem).
+mod magic {
+    pub const ANON_INODE_FS: u32 = 0x0904_1934;
+    pub const PIPEFS: u32 = 0x5049_5045;
+    pub const SOCKFS: u32 = 0x534f_434b;
+    pub const PIDFS: u32 = 0x5049_4446;
+    pub const NSFS: u32 = 0x6e73_6673;
+    pub const DMA_BUF: u32 = 0x444d_4142;
+}
+
+/// The kernel's name (`d_path()` → `d_op->d_dname`) of a file that is in no mounted tree, from
+/// its one dentry name `seg` (length-prefixed, as the walk writes it), its file system's magic
+/// and inode: `anonfs`, `pipefs`, `sockfs`, `pidfs` and `nsfs` have their own `d_dname`, every
+/// other one `simple_dname()`.
+pub fn pseudo_name(seg: &[u8], fs_magic: u32, ino: u64) -> Vec<u8> {
+    let name = match seg.split_first() {
+        Some((&len, rest)) => &rest[..(len as usize).min(rest.len())],
+        None => &[][..],
+    };
+    let join = |parts: &[&[u8]]| parts.concat();
+    match fs_magic {
+        magic::ANON_INODE_FS => join(&[b"anon_inode:", name]),
+        magic::PIPEFS => format!("pipe:[{ino}]").into_bytes(),
+        magic::SOCKFS => format!("socket:[{ino}]").into_bytes(),
+        magic::PIDFS => b"anon_inode:[pidfd]".to_vec(),
+        // ns_dname() prints the namespace type, which the dentry does not carry.
+        magic::NSFS => format!("nsfs:[{ino}]").into_bytes(),
+        magic::DMA_BUF => join(&[b"/", name]),
+        _ => join(&[b"/", name, b" (deleted)"]),
     }
 }
 
@@ -198,14 +240,30 @@ pub(super) fn unix_endpoint(raw: &[u8]) -> Option<Endpoint> {
 
 pub(super) fn fd_info(fd: i32, e: &Entry, r: &FdRecord) -> FdInfo {
     let path_info = || {
-        let (path, path_hex) = text(&e.path(r.path));
+        let pseudo = r.flags & fd_flags::PSEUDO != 0;
+        let raw = if pseudo {
+            pseudo_name(e.seg(r.path), r.fs_magic, r.ino)
+        } else {
+            e.path(r.path)
+        };
+        let (path, path_hex) = text(&raw);
+        let truncated = r.flags & fd_flags::PATH_TRUNCATED != 0;
         PathInfo {
             path,
             path_hex,
-            truncated: r.flags & fd_flags::PATH_TRUNCATED != 0,
+            truncated,
             inode: r.ino,
             dev: st_dev(r.dev),
-            deleted: r.flags & fd_flags::DELETED != 0,
+            // A pseudo file has no name in any tree: unlinked, as its kernel name says.
+            deleted: pseudo || r.flags & fd_flags::DELETED != 0,
+            pseudo,
+            detached: !pseudo && r.flags & fd_flags::DETACHED != 0,
+            // Whether the walk passed the caller's root is known only if it was complete and
+            // reached the namespace root (a detached tree is outside it anyway).
+            outside_root: !pseudo
+                && !truncated
+                && r.flags & fd_flags::DETACHED == 0
+                && r.flags & fd_flags::OUTSIDE_ROOT != 0,
         }
     };
     let kind = match r.kind {

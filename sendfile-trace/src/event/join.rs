@@ -40,11 +40,21 @@ pub struct Join {
     procs: HashMap<u32, (Arc<ProcCtx>, Instant)>,
     /// Calls completed without their entry record.
     pub incomplete: u64,
+    /// Records that could not be decoded (each [`Joined::Malformed`]).
+    pub malformed: u64,
 }
 
 impl Join {
     /// Takes one ring-buffer record; `now` stamps the use of a kept process part.
     pub fn push(&mut self, item: &[u8], now: Instant) -> Joined {
+        let joined = self.join(item, now);
+        if let Joined::Malformed(_) = joined {
+            self.malformed += 1;
+        }
+        joined
+    }
+
+    fn join(&mut self, item: &[u8], now: Instant) -> Joined {
         match record_kind(item) {
             Some(kind::ENTRY) => match EntryRecord::from_bytes(item) {
                 Some((rec, tail)) => {

@@ -9,7 +9,7 @@ pub mod lifecycle;
 
 use self::decode::{fd_info, hex, unresolved};
 pub use self::{
-    container::container_id_of,
+    container::{Containers, container_id_of_path},
     decode::{Entry, ProcCtx, comm_bytes, st_dev},
 };
 
@@ -38,6 +38,8 @@ pub struct Enricher {
     pub host_name: String,
     /// Boot-time to wall-clock conversion.
     pub clock: WallClock,
+    /// Container ids by cgroup id.
+    pub containers: Containers,
 }
 
 /// One sendfile call, as written to the output.
@@ -84,7 +86,8 @@ pub struct SendfileEvent<'a> {
     pub host_name: &'a str,
     /// cgroup v2 id of the caller.
     pub cgroup_id: u64,
-    /// Container id from the caller's cgroup path (docker, containerd, cri-o, podman), or null.
+    /// Container id from the caller's full cgroup path, in the layouts docker, containerd,
+    /// cri-o, podman and Kubernetes create (see [`container_id_of_path`]), or null.
     pub container_id: Option<String>,
     /// Tracee's event id for sendfile ("40").
     pub event_id: &'static str,
@@ -154,6 +157,16 @@ pub struct Executable {
     pub path_hex: Option<String>,
     /// The path walk hit its bound: `path` is the tail end of the real path.
     pub truncated: bool,
+    /// The file is in no mounted file system (memfd, SysV shared memory, ...): `path` is the
+    /// kernel's name for it, as `/proc/PID/fd` shows it (`/memfd:NAME (deleted)`), not a path
+    /// on any disk. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pseudo: bool,
+    /// The file's mount is not attached to the caller's mount tree (lazily unmounted with
+    /// `umount -l`, or another mount namespace's): `path` is from the root of that mount and
+    /// may name a different, real file in the caller's tree. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detached: bool,
 }
 
 /// A file descriptor argument, resolved from the caller's fd table at syscall entry.
@@ -199,7 +212,8 @@ pub enum FdKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PathInfo {
-    /// Full path across mounts, as seen from the caller's root.
+    /// Full path across mounts, from the root of the mount namespace (see `detached`,
+    /// `outsideRoot` and `pseudo` for the files this does not name).
     pub path: String,
     /// Hex of the exact path bytes, present only when they are not valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,6 +226,25 @@ pub struct PathInfo {
     pub dev: u64,
     /// The file was unlinked (no names left).
     pub deleted: bool,
+    /// The file is in no mounted file system (memfd, SysV shared memory, ...): `path` is the
+    /// kernel's name for it, as `/proc/PID/fd` shows it (`/memfd:NAME (deleted)`), not a path
+    /// on any disk. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pseudo: bool,
+    /// The file's mount is not attached to the caller's mount tree (lazily unmounted with
+    /// `umount -l`, or another mount namespace's): `path` is from the root of that mount and
+    /// may name a different, real file in the caller's tree. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detached: bool,
+    /// The file is outside the caller's root directory (chroot, pivot_root): `path` is from the
+    /// root of the mount namespace, which the caller cannot see. Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub outside_root: bool,
+}
+
+/// For `skip_serializing_if`: the anomaly flags are written only when set.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A socket descriptor.
@@ -332,7 +365,7 @@ impl Enricher {
             pid_namespace: proc.map(|p| p.pid_ns),
             host_name: &self.host_name,
             cgroup_id: r.cgroup_id,
-            container_id: proc.and_then(|p| p.container_id.clone()),
+            container_id: self.containers.id_of(r.cgroup_id),
             event_id: "40",
             event_name: "sendfile",
             syscall,
@@ -412,6 +445,9 @@ mod tests {
         Enricher {
             host_name: "web-1".into(),
             clock: WallClock::now(),
+            containers: Containers::with_resolver(|cg| {
+                (cg == 4321).then(|| format!("/system.slice/docker-{}.scope", "a".repeat(64)))
+            }),
         }
     }
 
@@ -495,7 +531,9 @@ mod tests {
             "parentProcessId": null, "hostProcessId": 4242, "hostThreadId": 4243,
             "hostParentProcessId": null,
             "executable": null, "threadStartTime": null,
-            "mountNamespace": null, "pidNamespace": null, "containerId": null,
+            "mountNamespace": null, "pidNamespace": null,
+            // From the cgroup id of the exit record: known without the entry record.
+            "containerId": "a".repeat(64),
             "inFd": {"fd": 30, "type": "unknown", "reason": "entry record missing"},
             "outFd": {"fd": 29, "type": "unknown", "reason": "entry record missing"},
             "processName": "nginx", "hostName": "web-1", "cgroupId": 4321, "eventId": "40",
@@ -626,24 +664,49 @@ mod tests {
     }
 
     #[test]
-    fn container_ids_from_cgroup_names() {
-        let id = "0123456789abcdef".repeat(4);
-        for name in [
-            format!("docker-{id}.scope"),
-            format!("cri-containerd-{id}.scope"),
-            format!("crio-{id}.scope"),
-            format!("libpod-{id}.scope"),
-            id.clone(),
-        ] {
-            assert_eq!(
-                container_id_of(&name).as_deref(),
-                Some(id.as_str()),
-                "{name}"
-            );
-        }
-        assert_eq!(container_id_of(&format!("crio-conmon-{id}.scope")), None);
-        assert_eq!(container_id_of("user@0.service"), None);
-        assert_eq!(container_id_of("init.scope"), None);
+    fn pseudo_files_are_named_as_the_kernel_does_and_anomalies_are_flagged() {
+        let mut e = entry();
+        let mut tail = e.tail.clone();
+        let name = push_raw(&mut tail, b"\x07memfd:x");
+        e.tail = tail;
+        e.rec.in_fd = FdRecord {
+            kind: fd_kind::FILE,
+            ino: 5,
+            flags: fd_flags::PSEUDO | fd_flags::OUTSIDE_ROOT,
+            fs_magic: 0x0102_1994,
+            path: name,
+            ..FdRecord::default()
+        };
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(
+            v["inFd"],
+            json!({"fd": 30, "type": "file", "path": "/memfd:x (deleted)", "truncated": false,
+                   "inode": 5, "dev": 0, "deleted": true, "pseudo": true})
+        );
+        assert_eq!(
+            pseudo_name(b"\x09[eventfd]", 0x0904_1934, 1),
+            b"anon_inode:[eventfd]"
+        );
+        assert_eq!(pseudo_name(b"", 0x5049_5045, 77), b"pipe:[77]");
+        // A lazily unmounted tree: flagged, and not also "outside root" (it has no root).
+        e.rec.in_fd.flags = fd_flags::DETACHED | fd_flags::OUTSIDE_ROOT;
+        e.rec.in_fd.path = sendfile_trace_common::encode_path(&mut e.tail, b"/etc/passwd");
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(
+            (&v["inFd"]["path"], &v["inFd"]["detached"]),
+            (&json!("/etc/passwd"), &json!(true))
+        );
+        assert!(v["inFd"].get("outsideRoot").is_none() && v["inFd"].get("pseudo").is_none());
+        e.rec.in_fd.flags = fd_flags::OUTSIDE_ROOT;
+        let v = encode_with(&record(), Some(&e));
+        assert_eq!(v["inFd"]["outsideRoot"], true);
+        // Unknown when the walk was cut short.
+        e.rec.in_fd.flags = fd_flags::OUTSIDE_ROOT | fd_flags::PATH_TRUNCATED;
+        assert!(
+            encode_with(&record(), Some(&e))["inFd"]
+                .get("outsideRoot")
+                .is_none()
+        );
     }
 
     #[test]

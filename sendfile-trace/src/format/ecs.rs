@@ -65,7 +65,11 @@ pub fn ecs(rec: Record<'_>) -> Value {
             put(&mut o, "process.thread.id", json!(e.host_thread_id));
             put(&mut o, "process.name", json!(e.process_name));
             if let Some(exe) = &e.executable {
-                put(&mut o, "process.executable", json!(exe.path));
+                put(
+                    &mut o,
+                    "process.executable",
+                    json!(shown_path(&exe.path, exe.truncated)),
+                );
             }
             if let Some(ppid) = e.host_parent_process_id {
                 put(&mut o, "process.parent.pid", json!(ppid));
@@ -77,7 +81,7 @@ pub fn ecs(rec: Record<'_>) -> Value {
                 put(&mut o, "container.id", json!(id));
             }
             if let Some(p) = path_of(&e.in_fd) {
-                put(&mut o, "file.path", json!(p.path));
+                put(&mut o, "file.path", json!(shown_path(&p.path, p.truncated)));
                 put(&mut o, "file.inode", json!(p.inode.to_string()));
                 put(&mut o, "file.device", json!(p.dev.to_string()));
             }

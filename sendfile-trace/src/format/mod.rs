@@ -209,6 +209,16 @@ fn is_inet(s: &SocketInfo) -> bool {
     s.family == "AF_INET" || s.family == "AF_INET6"
 }
 
+/// A path as the flat schemas' `file.path` / `process.executable` carry it: a truncated one
+/// (the leaf end of a longer path) starts with `...`, so it cannot pass for an absolute path.
+fn shown_path(path: &str, truncated: bool) -> std::borrow::Cow<'_, str> {
+    if truncated {
+        format!("...{path}").into()
+    } else {
+        path.into()
+    }
+}
+
 /// Base name of a path.
 fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
@@ -283,6 +293,7 @@ pub(crate) mod tests {
                 path: "/usr/sbin/nginx".into(),
                 path_hex: None,
                 truncated: false,
+                ..Executable::default()
             }),
             thread_start_time: Some(1_795_322_000_000_000_000),
             mount_namespace: Some(4026531841),
@@ -328,6 +339,7 @@ pub(crate) mod tests {
                     inode: 131074,
                     dev: 2049,
                     deleted: false,
+                    ..PathInfo::default()
                 }),
             },
             out_fd: FdInfo {
@@ -372,6 +384,7 @@ pub(crate) mod tests {
                 inode: 77,
                 dev: 2049,
                 deleted: true,
+                ..PathInfo::default()
             }),
         };
         e
@@ -463,18 +476,117 @@ pub(crate) mod tests {
         let (_time, rest) = s.split_once(' ').unwrap();
         assert_eq!(
             rest,
-            "nginx[4242/4243] sendfile(29<TCP:10.0.0.5:80->203.0.113.7:51234>, 30</srv/a.jpg>, \
-             [0]\u{2192}[21952], 21952) = 21952"
+            "\"nginx\"[4242/4243] sendfile(29<TCP:10.0.0.5:80->203.0.113.7:51234>, \
+             30<\"/srv/a.jpg\">, [0]\u{2192}[21952], 21952) = 21952"
         );
         let e = file_event("web-1");
         let s = line(Format::Text, e.as_record());
         let (_time, rest) = s.split_once(' ').unwrap();
         assert_eq!(
             rest,
-            "a\\\"b\\\\c\\nd\\x1b[31m\\u{202e}x[4242/4243] sendfile(4</tmp/out\\nfake 12:00:00 \
-             line (deleted)>, 30</srv/a.jpg>, [0], 21952) = -1 EBADF (Bad file descriptor)"
+            "\"a\\\"b\\\\c\\nd\\x1b[31m\\u{202e}x\"[4242/4243] sendfile(4<\"/tmp/out\\nfake \
+             12:00:00 line\" (deleted)>, 30<\"/srv/a.jpg\">, [0], 21952) = -1 EBADF (Bad file \
+             descriptor)"
         );
         assert!(!s.contains('\x1b') && !s.contains('\u{202e}'));
+    }
+
+    /// Reads back a quoted string of the text form: its exact bytes and what follows it.
+    pub(crate) fn unquote(s: &str) -> Option<(Vec<u8>, &str)> {
+        let body = s.strip_prefix('"')?;
+        let mut out = Vec::new();
+        let mut it = body.char_indices();
+        while let Some((i, c)) = it.next() {
+            match c {
+                '"' => return Some((out, &body[i + 1..])),
+                '\\' => match it.next()?.1 {
+                    'n' => out.push(b'\n'),
+                    't' => out.push(b'\t'),
+                    'r' => out.push(b'\r'),
+                    '\\' => out.push(b'\\'),
+                    '"' => out.push(b'"'),
+                    'x' => {
+                        let h: String = [it.next()?.1, it.next()?.1].iter().collect();
+                        out.push(u8::from_str_radix(&h, 16).ok()?);
+                    }
+                    'u' => {
+                        let rest = &body[it.next()?.0 + 1..];
+                        let end = rest.find('}')?;
+                        let c = char::from_u32(u32::from_str_radix(&rest[..end], 16).ok()?)?;
+                        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        for _ in 0..=end {
+                            it.next();
+                        }
+                    }
+                    _ => return None,
+                },
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        None
+    }
+
+    fn in_fd_text(p: PathInfo) -> String {
+        let mut e = socket_event("web-1");
+        e.in_fd.kind = FdKind::File(p);
+        let t = text(e.as_record());
+        let at = t.find("30<").unwrap() + 3;
+        let end = t.rfind(">, [0]").unwrap();
+        t[at..end].to_string()
+    }
+
+    #[test]
+    fn text_paths_are_quoted_marked_and_read_back_exactly() {
+        // A real file named like a deleted one, and a deleted one: distinct.
+        let real = in_fd_text(PathInfo {
+            path: "/tmp/x (deleted)".into(),
+            ..PathInfo::default()
+        });
+        let gone = in_fd_text(PathInfo {
+            path: "/tmp/x".into(),
+            deleted: true,
+            ..PathInfo::default()
+        });
+        assert_eq!(real, "\"/tmp/x (deleted)\"");
+        assert_eq!(gone, "\"/tmp/x\" (deleted)");
+        // Truncated, pseudo and the rest are marked after the quotes.
+        let t = in_fd_text(PathInfo {
+            path: "/d9/x".into(),
+            truncated: true,
+            ..PathInfo::default()
+        });
+        assert_eq!(t, "\"/d9/x\" (truncated)");
+        let t = in_fd_text(PathInfo {
+            path: "/memfd:a (deleted)".into(),
+            deleted: true,
+            pseudo: true,
+            ..PathInfo::default()
+        });
+        assert_eq!(t, "\"/memfd:a (deleted)\" (deleted pseudo)");
+        // Delimiters and bytes that are not UTF-8 come back exactly; U+FFFD stays itself.
+        let raw = b"/a\">, 31<\"/b\xff\xef\xbf\xbd\\x\x85\xc2\x85";
+        let t = in_fd_text(PathInfo {
+            path: String::from_utf8_lossy(raw).into_owned(),
+            path_hex: Some(crate::event::decode::hex_of(raw)),
+            ..PathInfo::default()
+        });
+        assert!(t.contains("\\xff") && t.contains('\u{fffd}'), "{t}");
+        let (bytes, rest) = unquote(&t).unwrap();
+        assert_eq!((bytes.as_slice(), rest), (&raw[..], ""));
+    }
+
+    #[test]
+    fn flat_schemas_mark_truncated_paths() {
+        let mut e = socket_event("web-1");
+        e.in_fd.kind = FdKind::File(PathInfo {
+            path: "/d9/x".into(),
+            truncated: true,
+            ..PathInfo::default()
+        });
+        assert_eq!(ecs(e.as_record())["file"]["path"], ".../d9/x");
+        // OCSF names the file in File System Activity (output not a socket).
+        e.out_fd.kind = FdKind::Pipe { inode: 1 };
+        assert_eq!(ocsf(e.as_record())["file"]["path"], ".../d9/x");
     }
 
     #[test]
@@ -521,7 +633,7 @@ pub(crate) mod tests {
         assert_eq!(v["src_endpoint"], json!({}));
         let t = text(e.as_record());
         assert!(
-            t.contains("sendfile(29<UNIX-STREAM:[?->/run/app.sock]>, "),
+            t.contains("sendfile(29<UNIX-STREAM:[?->\"/run/app.sock\"]>, "),
             "{t}"
         );
 

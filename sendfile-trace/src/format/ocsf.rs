@@ -104,7 +104,7 @@ pub fn ocsf(rec: Record<'_>) -> Value {
                 p.insert(
                     "file".into(),
                     json!({
-                        "path": exe.path,
+                        "path": shown_path(&exe.path, exe.truncated),
                         "name": base_name(&exe.path),
                         "type_id": 1,
                     }),
@@ -135,7 +135,7 @@ pub fn ocsf(rec: Record<'_>) -> Value {
                     // The file whose data is read: in_fd (sendfile's input is always a file).
                     let file = match path_of(&e.in_fd) {
                         Some(p) => json!({
-                            "path": p.path,
+                            "path": shown_path(&p.path, p.truncated),
                             "name": base_name(&p.path),
                             "type_id": if matches!(e.in_fd.kind, FdKind::File(_)) { 1 } else { 99 },
                             "uid": p.inode.to_string(),

@@ -1,14 +1,27 @@
 //! The human form: one line per record in the spirit of `strace -yy -t`.
+//!
+//! Every line parses back unambiguously, whatever bytes a process puts in its name, its paths or
+//! its socket names: such strings are written in double quotes with [`escape_text`]'s escapes
+//! (so a quote inside is `\"` and the string ends at the first bare `"`), bytes that are not
+//! UTF-8 as `\xNN` (never replaced), and what the tracer knows about a path follows the closing
+//! quote as markers: `"/srv/x" (deleted)`, `"/d9/d10/x.bin" (truncated)`,
+//! `"/memfd:x (deleted)" (deleted pseudo)`, `"/etc/passwd" (detached)`, `"/x" (outside-root)`.
+//! A file really named `x (deleted)` is `"x (deleted)"`, inside the quotes.
 
 use std::fmt::Write as _;
 
 use super::*;
 
 /// Escapes a string for one line of text the way strace does: `\n`, `\t`, `\\`, `\"`, other
-/// control characters as `\xNN` (or `\u{NNNN}` beyond Latin-1), and the Unicode characters that
-/// reorder or break a terminal line (bidi overrides, line separators) as `\u{NNNN}`.
+/// C0 controls and DEL as `\xNN` (C1 and other controls as `\u{NNNN}`), and the Unicode characters that
+/// reorder or break a terminal line (bidi marks, line separators) as `\u{NNNN}`.
 pub fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -16,37 +29,84 @@ pub fn escape_text(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            c if (c as u32) < 0x100 && c.is_control() => {
+            // C0 controls and DEL as \xNN; C1 controls as \u{NNNN}, so that \x80..\xff always
+            // stand for raw bytes that are not UTF-8 (escape_bytes).
+            c if (c as u32) < 0x80 && json::is_deceptive(c) => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if c.is_control()
-                || matches!(c as u32, 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069
-                    | 0x2028 | 0x2029 | 0x061c | 0xfeff) =>
-            {
+            c if c.is_control() || json::is_deceptive(c) => {
                 let _ = write!(out, "\\u{{{:04x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
+}
+
+/// Raw bytes as [`escape_text`] writes text, with each byte of an invalid UTF-8 sequence as
+/// `\xNN` (distinct from a real U+FFFD, which stays as it is).
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        escape_into(&mut out, chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
     out
+}
+
+/// The exact bytes of an attacker-controlled string: from its hex when it was not UTF-8.
+fn exact<'a>(text: &'a str, hex: Option<&str>) -> std::borrow::Cow<'a, [u8]> {
+    let decoded = hex.and_then(|h| {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+    });
+    match decoded {
+        Some(b) => b.into(),
+        None => text.as_bytes().into(),
+    }
+}
+
+/// An attacker-controlled string, quoted and escaped (see the module doc).
+fn quoted(text: &str, hex: Option<&str>) -> String {
+    format!("\"{}\"", escape_bytes(&exact(text, hex)))
 }
 
 fn text_endpoint(end: &Option<Endpoint>) -> String {
     match end {
         Some(Endpoint::Inet { ip, port }) if ip.contains(':') => format!("[{ip}]:{port}"),
         Some(Endpoint::Inet { ip, port }) => format!("{ip}:{port}"),
-        Some(Endpoint::Unix { path, .. }) => path.clone(),
+        Some(Endpoint::Unix { path, path_hex }) => quoted(path, path_hex.as_deref()),
         None => "?".into(),
     }
 }
 
-/// A descriptor as `strace -yy` shows it: `29<TCP:10.0.0.5:80->203.0.113.7:51234>`.
+/// A path, quoted, with its markers.
+fn text_path(p: &PathInfo) -> String {
+    let mut s = quoted(&p.path, p.path_hex.as_deref());
+    let marks: Vec<&str> = [
+        (p.truncated, "truncated"),
+        (p.deleted, "deleted"),
+        (p.pseudo, "pseudo"),
+        (p.detached, "detached"),
+        (p.outside_root, "outside-root"),
+    ]
+    .into_iter()
+    .filter_map(|(on, m)| on.then_some(m))
+    .collect();
+    if !marks.is_empty() {
+        let _ = write!(s, " ({})", marks.join(" "));
+    }
+    s
+}
+
+/// A descriptor as `strace -yy` shows it: `29<TCP:10.0.0.5:80->203.0.113.7:51234>`, with paths
+/// and names quoted: `30<"/srv/a.jpg">`.
 fn text_fd(fd: &FdInfo) -> String {
     let inner = match &fd.kind {
-        FdKind::File(p) | FdKind::Chardev(p) | FdKind::Other(p) => {
-            let deleted = if p.deleted { " (deleted)" } else { "" };
-            format!("{}{deleted}", p.path)
-        }
+        FdKind::File(p) | FdKind::Chardev(p) | FdKind::Other(p) => text_path(p),
         FdKind::Pipe { inode } => format!("pipe:[{inode}]"),
         FdKind::Socket(s) if is_inet(s) => format!(
             "{}{}:{}->{}",
@@ -62,10 +122,10 @@ fn text_fd(fd: &FdInfo) -> String {
             text_endpoint(&s.local),
             text_endpoint(&s.remote)
         ),
-        FdKind::AnonInode { name } => format!("anon_inode:{name}"),
+        FdKind::AnonInode { name } => format!("anon_inode:{}", quoted(name, None)),
         FdKind::Unknown { .. } => return fd.fd.to_string(),
     };
-    format!("{}<{}>", fd.fd, escape_text(&inner))
+    format!("{}<{inner}>", fd.fd)
 }
 
 /// Local wall-clock time of day with milliseconds (`12:01:02.345`), as `strace -t` shows it.
@@ -102,7 +162,7 @@ pub fn text(rec: Record<'_>) -> String {
             };
             format!(
                 "{t} {}[{}/{}] {name}({}, {}, {offset}, {}) = {result}",
-                escape_text(&e.process_name),
+                quoted(&e.process_name, e.process_name_hex.as_deref()),
                 e.host_process_id,
                 e.host_thread_id,
                 text_fd(&e.out_fd),

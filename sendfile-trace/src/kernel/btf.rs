@@ -344,6 +344,10 @@ impl Btf {
             kn_name: o("kernfs_node", "name")?,
             kn_parent: o("kernfs_node", "__parent|parent")?,
             file_window: 0,
+            task_fs: o("task_struct", "fs")?,
+            fs_root: o("fs_struct", "root")?,
+            mnt_ns_root: o("mnt_namespace", "root")?,
+            sb_magic: o("super_block", "s_magic")?,
         })
     }
 }

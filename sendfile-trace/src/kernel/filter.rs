@@ -308,9 +308,9 @@ pub fn resolve_container(root: &Path, s: &str) -> Result<Vec<(u64, u64)>, String
     let want = s.to_ascii_lowercase();
     let mut hits = Vec::new();
     walk_cgroups(root, |dir| {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-        if let Some(name) = name
-            && crate::event::container_id_of(&name).is_some_and(|id| id.starts_with(&want))
+        let path = dir.strip_prefix(root).ok().and_then(|p| p.to_str());
+        if let Some(path) = path
+            && crate::event::container_id_of_path(path).is_some_and(|id| id.starts_with(&want))
             && let Ok(c) = cgroup_at(root, dir)
         {
             hits.push(c);
