@@ -15,9 +15,10 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Static targets for guest binaries and the 32-bit (compat) workload.
 pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
-/// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
-/// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
-const APT_PACKAGES: [&str; 11] = [
+/// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon,
+/// rsyslog-relp its RELP input; systemd: `systemd-analyze verify` of the unit; util-linux:
+/// `setpriv` for its capabilities).
+const APT_PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -29,6 +30,7 @@ const APT_PACKAGES: [&str; 11] = [
     "musl-tools",
     "gcc-multilib",
     "rsyslog",
+    "rsyslog-relp",
     "systemd",
     "util-linux",
 ];

@@ -221,7 +221,10 @@ impl Output {
             let mut stop = stop.clone();
             self.settle(STOP_GRACE);
             self.report_sink_losses(crate::kernel::system::WallClock::now_ns())?;
-            stop.lost_by_reason.insert("sink", self.sink_lost());
+            // The losses just reported: what the sinks lose from now on (this report itself,
+            // the stop) is after the count.
+            stop.lost_by_reason
+                .insert("sink", self.sinks.iter().map(|s| s.reported).sum());
             stop.lost = stop.lost_by_reason.values().sum();
             return self.queue(Record::Stop(&stop));
         }

@@ -52,6 +52,10 @@ pub(super) struct Relp {
     /// Bytes read from the receiver, not yet parsed.
     inbuf: Vec<u8>,
     txnr: u32,
+    /// Messages given up when a session opened, not reported yet.
+    given_up: u64,
+    /// The receiver is unreachable (said once per outage).
+    down: bool,
 }
 
 impl Relp {
@@ -66,6 +70,21 @@ impl Relp {
             out: Vec::new(),
             inbuf: Vec::new(),
             txnr: 1,
+            given_up: 0,
+            down: false,
+        }
+    }
+
+    /// Adds the messages given up since the last report to `r`.
+    fn with_given_up(&mut self, r: Result<(), Failure>) -> Result<(), Failure> {
+        let n = std::mem::take(&mut self.given_up);
+        match r {
+            Ok(()) if n == 0 => Ok(()),
+            Ok(()) => Err(Failure::new(
+                io::Error::other(format!("records given up after {MAX_SENDS} sends")),
+                n,
+            )),
+            Err(f) => Err(Failure::new(f.error, f.lost + n)),
         }
     }
 
@@ -354,17 +373,6 @@ impl Relp {
 
 impl Sink for Relp {
     fn write(&mut self, line: &Line) -> Result<(), Failure> {
-        if self.unacked.len() >= WINDOW {
-            // A full window: wait for answers (or find the connection broken).
-            if let Err(f) = self.exchange(WINDOW - 1, &|| false) {
-                if self.unacked.len() >= WINDOW {
-                    return Err(Failure::new(f.error, f.lost + 1));
-                }
-                if f.lost > 0 {
-                    return Err(f);
-                }
-            }
-        }
         let mut msg = Vec::with_capacity(line.bytes.len() + 96);
         rfc5424(
             self.facility,
@@ -374,46 +382,38 @@ impl Sink for Relp {
             &mut msg,
         )
         .map_err(|e| Failure::new(e, 1))?;
-        let mut given_up = 0;
-        if self.tcp.conn.is_none() {
-            match self.ensure_open() {
-                Ok(n) => given_up = n,
-                Err(e) => {
-                    // Held for the next connection.
-                    self.unacked.push_back(Unacked {
-                        txnr: 0,
-                        msg,
-                        sends: 0,
-                    });
-                    return Err(Failure::new(e, 0));
-                }
-            }
-        }
-        let txnr = self.next_txnr();
-        Self::frame(&mut self.out, txnr, "syslog", &msg);
-        self.unacked.push_back(Unacked {
-            txnr,
-            msg,
-            sends: 1,
-        });
+        // `ready` opened the session; a full window waits for answers first. Whatever happens,
+        // the record is held until acknowledged (re-sent on the next session if need be).
         let mut result = Ok(());
-        if self.out.len() >= Batch::CAPACITY {
-            result = self.exchange(WINDOW, &|| false);
+        if self.tcp.conn.is_some() && self.unacked.len() >= WINDOW {
+            result = self.exchange(WINDOW - 1, &|| false);
         }
-        match result {
-            Ok(()) if given_up > 0 => Err(Failure::new(
-                io::Error::other(format!("records given up after {MAX_SENDS} sends")),
-                given_up,
-            )),
-            Ok(()) => Ok(()),
-            Err(f) => Err(Failure::new(f.error, f.lost + given_up)),
+        if self.tcp.conn.is_some() {
+            let txnr = self.next_txnr();
+            Self::frame(&mut self.out, txnr, "syslog", &msg);
+            self.unacked.push_back(Unacked {
+                txnr,
+                msg,
+                sends: 1,
+            });
+            if result.is_ok() && self.out.len() >= Batch::CAPACITY {
+                result = self.exchange(WINDOW, &|| false);
+            }
+        } else {
+            self.unacked.push_back(Unacked {
+                txnr: 0,
+                msg,
+                sends: 0,
+            });
         }
+        self.with_given_up(result)
     }
     fn flush(&mut self) -> Result<(), Failure> {
-        if self.unacked.is_empty() && self.tcp.conn.is_none() {
-            return Ok(());
+        if self.tcp.conn.is_none() {
+            return self.with_given_up(Ok(()));
         }
-        self.exchange(WINDOW, &|| false)
+        let r = self.exchange(WINDOW, &|| false);
+        self.with_given_up(r)
     }
     fn pending(&self) -> u64 {
         self.unacked.len() as u64
@@ -445,7 +445,32 @@ impl Sink for Relp {
             _ => Ok(()),
         }
     }
+    /// Connected (opening a session, re-sending what is held, when the backoff allows).
     fn ready(&mut self) -> bool {
-        self.tcp.ready()
+        if self.tcp.conn.is_some() {
+            return true;
+        }
+        if !self.tcp.ready() {
+            return false;
+        }
+        match self.ensure_open() {
+            Ok(given_up) => {
+                // Reported with the next write or flush.
+                self.given_up += given_up;
+                self.down = false;
+                true
+            }
+            Err(e) => {
+                if !self.down {
+                    log::warn!(
+                        "syslog+relp://{}: {e} ({} records held for the next session)",
+                        self.tcp.addr,
+                        self.unacked.len()
+                    );
+                }
+                self.down = true;
+                false
+            }
+        }
     }
 }

@@ -80,6 +80,11 @@ pub(super) enum Transport {
     Tcp(Tcp, Batch),
 }
 
+/// The largest syslog message sent in one datagram (UNIX or UDP), header included: the default
+/// `maxMessageSize` of rsyslog, which cuts longer messages without a mark. A longer record is
+/// sent in its cut form (see `cut`).
+pub const DATAGRAM_MAX: usize = 8192;
+
 /// RFC 5424 syslog over a datagram socket, UDP or TCP (RFC 6587 octet counting).
 pub(super) struct Syslog {
     transport: Transport,
@@ -118,10 +123,15 @@ impl Syslog {
     /// Sends one datagram; too large, it goes in its cut form (strings cut shorter and shorter)
     /// and, when even that does not fit, is dropped, counted and named in the loss report.
     fn send_datagram(&mut self, line: &Line) -> Result<(), Failure> {
-        let send = |t: &Transport, buf: &[u8]| match t {
-            Transport::Unix(sock, path) => sock.send_to(buf, path).map(drop),
-            Transport::Udp(sock) => sock.send(buf).map(drop),
-            Transport::Tcp(..) => unreachable!("not a datagram transport"),
+        let send = |t: &Transport, buf: &[u8]| {
+            if buf.len() > DATAGRAM_MAX {
+                return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+            }
+            match t {
+                Transport::Unix(sock, path) => sock.send_to(buf, path).map(drop),
+                Transport::Udp(sock) => sock.send(buf).map(drop),
+                Transport::Tcp(..) => unreachable!("not a datagram transport"),
+            }
         };
         let too_large = |e: &io::Error| e.raw_os_error() == Some(libc::EMSGSIZE);
         let mut err = match send(&self.transport, &self.buf) {
