@@ -39,6 +39,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// `--rotate-keep` beyond what one rotation may rename.
+    #[error("--rotate-keep {given}: at most {max} rotated files can be kept per output")]
+    RotateKeep {
+        /// The value given.
+        given: u64,
+        /// The bound.
+        max: u64,
+    },
     /// Writing events failed (other than the reader going away).
     #[error("cannot write events: {0}")]
     Write(#[source] std::io::Error),

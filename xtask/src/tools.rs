@@ -20,10 +20,11 @@ pub const MUSL_TARGETS: [&str; 3] = [
     "aarch64-unknown-linux-musl",
     "i686-unknown-linux-musl",
 ];
-/// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
+/// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon,
+/// rsyslog-relp its RELP input;
 /// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities;
 /// containerd and runc: the real container runtime `containerId` is tested against).
-const APT_PACKAGES: [&str; 13] = [
+const APT_PACKAGES: [&str; 14] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -35,6 +36,7 @@ const APT_PACKAGES: [&str; 13] = [
     "musl-tools",
     "gcc-multilib",
     "rsyslog",
+    "rsyslog-relp",
     "systemd",
     "util-linux",
     "containerd",

@@ -57,12 +57,35 @@ pub struct EventsLost {
     /// With reason `sink`: which output dropped them (as given to `--output`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<String>,
+    /// With reason `sink`: the records dropped because they could not be sent whole even cut
+    /// (a datagram too small), named by who they are about (at most 16 per report).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<LostRecord>,
     /// Contract version.
     pub schema_version: u32,
 }
 
+/// A record a sink dropped, named by who it is about rather than by its content (which may be
+/// what made it undeliverable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LostRecord {
+    /// Its `eventName`.
+    pub event_name: &'static str,
+    /// Its `timestamp` (wall-clock ns).
+    pub timestamp: u64,
+    /// The caller's process id (host namespace), for `sendfile` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_process_id: Option<u32>,
+    /// The caller's thread id (host namespace), for `sendfile` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_thread_id: Option<u32>,
+    /// The rendered record's size, bytes.
+    pub bytes: usize,
+}
+
 /// Written at exit with the totals.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TracerStop<'a> {
     /// Always "tracer_stop".
@@ -93,6 +116,7 @@ impl EventsLost {
             lost,
             reason,
             sink: None,
+            records: Vec::new(),
             schema_version: SCHEMA_VERSION,
         }
     }

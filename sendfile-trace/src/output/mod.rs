@@ -1,5 +1,11 @@
 //! Where events go: every record is rendered once in the chosen [`Format`] and handed to each
 //! sink's bounded queue (see [`crate::output::sink`]); the ring-buffer reader never blocks on a sink.
+//!
+//! Stopping: before `tracer_stop` is queued, every sink gets [`STOP_GRACE`] to write what it
+//! holds; a sink that cannot (a peer that does not read, a dead RELP receiver) is given up, what
+//! it held is counted, reported in an `events_lost` and in `tracer_stop` itself, which every
+//! other sink then receives. stdout closed by its reader stops only stdout: the other outputs go
+//! on, and the tracer stops when no output is left.
 
 pub mod metrics;
 pub mod sink;
@@ -21,8 +27,15 @@ use crate::{
     event::lifecycle::EventsLost,
     format::{AsRecord, Format, Record},
     output::metrics::Metrics,
-    output::sink::{Hangup, Line, SinkOptions, SinkSpec, SinkStats},
+    output::sink::{Hangup, Line, SinkOptions, SinkShared, SinkSpec, SinkStats},
 };
+
+/// How long sinks get to write what they hold when the tracer stops, before they are given up
+/// (and what they hold counted as lost).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a given-up sink's thread gets to count what it held itself.
+const GIVE_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// How the output is set up (from the command line and the config file).
 #[derive(Clone, Debug)]
@@ -45,8 +58,6 @@ pub struct Output {
     format: Format,
     sinks: Vec<SinkHandle>,
     buf: Vec<u8>,
-    /// Set when stdout's reader went away (EPIPE): the tracer stops.
-    closed: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     /// The address the metrics endpoint listens on.
@@ -58,6 +69,7 @@ struct SinkHandle {
     tx: Option<SyncSender<Arc<Line>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SinkStats>,
+    shared: Arc<SinkShared>,
     /// Drops already reported in-band.
     reported: u64,
 }
@@ -70,6 +82,18 @@ fn default_format(specs: &[SinkSpec]) -> Format {
         Format::default_for_stdout()
     } else {
         Format::Tracee
+    }
+}
+
+impl SinkHandle {
+    /// Records this sink still has to write: queued, or held by the sink.
+    fn holds(&self) -> u64 {
+        self.stats.queued.get().max(0) as u64 + self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether records still go to this sink.
+    fn open(&self) -> bool {
+        self.tx.is_some() && !self.shared.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -124,8 +148,13 @@ impl Output {
     /// Opens every sink (a file that cannot be opened fails now), starts their threads and the
     /// metrics endpoint.
     pub fn open(cfg: &OutputConfig) -> Result<Output, Error> {
+        if cfg.sink.rotate_keep > sink::MAX_ROTATE_KEEP {
+            return Err(Error::RotateKeep {
+                given: cfg.sink.rotate_keep as u64,
+                max: sink::MAX_ROTATE_KEEP as u64,
+            });
+        }
         let metrics = Arc::new(Metrics::new());
-        let closed = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
         let specs = if cfg.sinks.is_empty() {
             vec![SinkSpec::Stdout]
@@ -138,7 +167,8 @@ impl Output {
             .map_err(Error::io("cannot handle SIGHUP"))?;
         let mut sinks = Vec::new();
         for spec in &specs {
-            let sink = sink::open(spec, &cfg.sink).map_err(|source| match spec {
+            let shared = Arc::new(SinkShared::default());
+            let sink = sink::open(spec, &cfg.sink, &shared).map_err(|source| match spec {
                 SinkSpec::File(path) => Error::OutputOpen {
                     path: path.clone(),
                     source,
@@ -154,15 +184,15 @@ impl Output {
             let (tx, rx) = sync_channel(capacity);
             let hup = matches!(spec, SinkSpec::File(_)).then(|| hangup.clone());
             let thread = {
-                let (name, stats, closed, stopping) = (
+                let (name, stats, shared, stopping) = (
                     name.clone(),
                     stats.clone(),
-                    closed.clone(),
+                    shared.clone(),
                     stopping.clone(),
                 );
                 std::thread::Builder::new()
                     .name(format!("sink {name}"))
-                    .spawn(move || sink::run(name, sink, rx, stats, hup, closed, stopping))
+                    .spawn(move || sink::run(name, sink, rx, stats, shared, hup, stopping))
                     .map_err(Error::io("cannot start a sink thread"))?
             };
             sinks.push(SinkHandle {
@@ -170,6 +200,7 @@ impl Output {
                 tx: Some(tx),
                 thread: Some(thread),
                 stats,
+                shared,
                 reported: 0,
             });
         }
@@ -181,7 +212,6 @@ impl Output {
             format: cfg.format.unwrap_or_else(|| default_format(&specs)),
             sinks,
             buf: Vec::with_capacity(4096),
-            closed,
             stopping,
             metrics,
             metrics_addr,
@@ -194,11 +224,26 @@ impl Output {
     }
 
     /// Queues one record for every sink; a full queue drops it there and counts the drop.
+    ///
+    /// `tracer_stop` is special: the sinks first get [`STOP_GRACE`] to write what they hold,
+    /// those that cannot are given up, and the record's `sink` losses are brought up to date.
     pub fn write<T: AsRecord + ?Sized>(&mut self, record: &T) -> WriteResult {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(WriteError::Closed);
+        self.check_closed()?;
+        if let Record::Stop(stop) = record.as_record() {
+            let mut stop = stop.clone();
+            self.settle(STOP_GRACE);
+            self.report_sink_losses(crate::kernel::system::WallClock::now_ns())?;
+            // The losses just reported: what the sinks lose from now on (this report itself,
+            // the stop) is after the count.
+            stop.lost_by_reason
+                .insert("sink", self.sinks.iter().map(|s| s.reported).sum());
+            stop.lost = stop.lost_by_reason.values().sum();
+            return self.queue(Record::Stop(&stop));
         }
-        let rec = record.as_record();
+        self.queue(record.as_record())
+    }
+
+    fn queue(&mut self, rec: Record<'_>) -> WriteResult {
         match rec {
             Record::Sendfile(e) => self.metrics.event(e.hook, e.errno.is_some()),
             Record::Lost(l) => self.metrics.lost(l.reason, l.lost),
@@ -211,8 +256,15 @@ impl Output {
             name: rec.name(),
             severity: rec.severity(),
             timestamp: rec.timestamp(),
+            caller: match rec {
+                Record::Sendfile(e) => Some((e.host_process_id, e.host_thread_id)),
+                _ => None,
+            },
         });
         for s in &self.sinks {
+            if !s.open() {
+                continue;
+            }
             let Some(tx) = &s.tx else { continue };
             s.stats.queued.inc();
             match tx.try_send(line.clone()) {
@@ -226,12 +278,51 @@ impl Output {
         Ok(())
     }
 
-    /// Nothing to push (each sink flushes when its queue runs dry); reports a closed stdout.
-    pub fn flush(&mut self) -> WriteResult {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(WriteError::Closed);
+    /// `Closed` once no output is left (stdout, the only one, closed by its reader).
+    fn check_closed(&self) -> WriteResult {
+        if self.sinks.iter().any(SinkHandle::open) {
+            Ok(())
+        } else {
+            Err(WriteError::Closed)
         }
-        Ok(())
+    }
+
+    /// Nothing to push (each sink flushes when its queue runs dry); reports a closed output.
+    pub fn flush(&mut self) -> WriteResult {
+        self.check_closed()
+    }
+
+    /// Waits (at most `grace`) until every sink has written what it holds; gives up the sinks
+    /// that have not, counting what they held, and queues nothing more to them.
+    fn settle(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.sinks.iter().any(|s| s.open() && s.holds() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for s in &mut self.sinks {
+            if !s.open() || s.holds() == 0 {
+                continue;
+            }
+            s.shared.abandon.store(true, Ordering::SeqCst);
+            // Unblocks a write to a peer that does not read.
+            s.shared.interrupt();
+            s.tx = None;
+            let wait = Instant::now() + GIVE_UP_WAIT;
+            while s.thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < wait {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A thread stuck in a write that cannot be interrupted (a hung file system): count
+            // for it; a thread that returned has counted what it held itself.
+            if !s.shared.remainder_counted.swap(true, Ordering::SeqCst) {
+                s.stats.dropped.inc_by(s.holds());
+            }
+            log::warn!(
+                "output {}: could not write what it held within {grace:?} of stopping: given up, \
+                 {} records lost in all (counted in tracer_stop)",
+                s.name,
+                s.stats.dropped.get()
+            );
+        }
     }
 
     /// Records dropped by sinks so far, all sinks together.
@@ -248,15 +339,19 @@ impl Output {
             if total > s.reported {
                 let mut lost = EventsLost::new(now_ns, total - s.reported, "sink");
                 lost.sink = Some(s.name.clone());
+                lost.records =
+                    std::mem::take(&mut *s.shared.unfit.lock().unwrap_or_else(|p| p.into_inner()));
                 s.reported = total;
-                // Counted in the metrics as it passes through `write`.
-                self.write(&lost)?;
+                // Counted in the metrics as it passes through `queue`.
+                self.queue(Record::Lost(&lost))?;
             }
         }
         Ok(())
     }
 
-    /// Closes the queues and waits (at most `timeout`) for every sink to write what it holds.
+    /// Closes the queues and waits (at most `timeout`) for every sink to write what it holds
+    /// (after `tracer_stop`, only that record and the last loss report); a sink still busy then
+    /// is given up, and what it held is counted in the metrics and said on stderr.
     pub fn close(&mut self, timeout: Duration) {
         for s in &mut self.sinks {
             s.tx = None;
@@ -269,14 +364,25 @@ impl Output {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            if !t.is_finished() {
+                s.shared.abandon.store(true, Ordering::SeqCst);
+                s.shared.interrupt();
+                let wait = Instant::now() + GIVE_UP_WAIT;
+                while !t.is_finished() && Instant::now() < wait {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let held = s.holds();
+                if !s.shared.remainder_counted.swap(true, Ordering::SeqCst) {
+                    s.stats.dropped.inc_by(held);
+                }
+                log::warn!(
+                    "output {}: the last records (after tracer_stop) not written within \
+                     {timeout:?} of stopping: given up, {held} records lost",
+                    s.name,
+                );
+            }
             if t.is_finished() {
                 let _ = t.join();
-            } else {
-                log::warn!(
-                    "output {}: {} records not written within {timeout:?} of stopping",
-                    s.name,
-                    s.stats.queued.get()
-                );
             }
         }
     }

@@ -1,28 +1,41 @@
-//! Sinks (`--output`, repeatable): stdout, a rotating file, syslog over a UNIX socket, UDP or TCP.
+//! Sinks (`--output`, repeatable): stdout, a rotating file, syslog over a UNIX socket, UDP, TCP
+//! or RELP.
 //!
 //! Each sink runs on its own thread behind a bounded queue: the ring-buffer reader never waits
-//! for a slow or absent sink. When a queue is full the record is dropped and counted; the daemon
-//! reports those drops in-band as `events_lost` with `"reason":"sink"`.
+//! for a slow or absent sink. A record is delivered or counted: when a queue is full, when a
+//! write fails (with the records buffered with it), when the tracer stops before a sink could
+//! write what it holds. The daemon reports those drops in-band as `events_lost` with
+//! `"reason":"sink"` and in `tracer_stop`.
 
+mod batch;
+mod cut;
 mod file;
+mod relp;
 mod syslog;
 
-use self::syslog::{Syslog, Tcp, Transport, resolve};
+use self::{
+    batch::{Batch, Torn},
+    relp::Relp,
+    syslog::{Syslog, Tcp, Transport, resolve},
+};
 pub use self::{
-    file::{RotatingFile, open_log_file},
+    file::{MAX_ROTATE_KEEP, RotatingFile, open_log_file},
     syslog::rfc5424,
 };
 
 use std::{
     fmt,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     net::UdpSocket,
-    os::unix::net::UnixDatagram,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        unix::net::UnixDatagram,
+    },
     path::PathBuf,
     str::FromStr,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError},
     },
     time::Duration,
@@ -43,6 +56,8 @@ pub enum SinkSpec {
     SyslogUdp(String),
     /// `syslog+tcp://HOST:PORT` (RFC 6587 octet counting).
     SyslogTcp(String),
+    /// `syslog+relp://HOST:PORT` (RELP: each record acknowledged by the receiver).
+    SyslogRelp(String),
 }
 
 impl FromStr for SinkSpec {
@@ -71,10 +86,12 @@ impl FromStr for SinkSpec {
             host_port(rest, "syslog+udp").map(SinkSpec::SyslogUdp)
         } else if let Some(rest) = s.strip_prefix("syslog+tcp://") {
             host_port(rest, "syslog+tcp").map(SinkSpec::SyslogTcp)
+        } else if let Some(rest) = s.strip_prefix("syslog+relp://") {
+            host_port(rest, "syslog+relp").map(SinkSpec::SyslogRelp)
         } else if s.starts_with("syslog") && s.contains("://") {
             Err(format!(
-                "`{s}`: unknown syslog transport: use syslog:///dev/log, syslog+udp://HOST:PORT \
-                 or syslog+tcp://HOST:PORT"
+                "`{s}`: unknown syslog transport: use syslog:///dev/log, syslog+udp://HOST:PORT, \
+                 syslog+tcp://HOST:PORT or syslog+relp://HOST:PORT"
             ))
         } else if s.is_empty() {
             Err("an empty output: use -, a file path or a syslog URL".into())
@@ -92,6 +109,7 @@ impl fmt::Display for SinkSpec {
             SinkSpec::SyslogUnix(p) => write!(f, "syslog://{}", p.display()),
             SinkSpec::SyslogUdp(a) => write!(f, "syslog+udp://{a}"),
             SinkSpec::SyslogTcp(a) => write!(f, "syslog+tcp://{a}"),
+            SinkSpec::SyslogRelp(a) => write!(f, "syslog+relp://{a}"),
         }
     }
 }
@@ -107,6 +125,21 @@ pub struct Line {
     pub severity: u8,
     /// Wall-clock ns.
     pub timestamp: u64,
+    /// The caller (host pids) of a `sendfile` event.
+    pub caller: Option<(u32, u32)>,
+}
+
+impl Line {
+    /// Who this record is about, to name it in a loss report.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            event_name: self.name,
+            timestamp: self.timestamp,
+            host_process_id: self.caller.map(|c| c.0),
+            host_thread_id: self.caller.map(|c| c.1),
+            bytes: self.bytes.len(),
+        }
+    }
 }
 
 /// Counters of one sink, shared with the metrics endpoint.
@@ -134,13 +167,27 @@ pub struct SinkOptions {
 }
 
 /// What a sink does with records; each runs on its own thread.
+///
+/// A sink accounts for every record it is given: `write` and `flush` either succeed or say, in
+/// [`Failure::lost`], how many records they lost for good (the one being written, the buffered
+/// ones, the unacknowledged ones given up); [`Sink::pending`] says how many it still holds.
 pub trait Sink: Send {
     /// Takes one record (buffered writes are fine).
-    fn write(&mut self, line: &Line) -> io::Result<()>;
+    fn write(&mut self, line: &Line) -> Result<(), Failure>;
     /// Pushes buffered records out; called when the queue is empty.
-    fn flush(&mut self) -> io::Result<()>;
+    fn flush(&mut self) -> Result<(), Failure>;
+    /// Records taken but not delivered yet (buffered, or sent and not acknowledged).
+    fn pending(&self) -> u64 {
+        0
+    }
+    /// Delivers what it holds before the tracer exits (waits for acknowledgements where there
+    /// are some); `give_up` turns true when the output stops waiting.
+    fn finish(&mut self, give_up: &dyn Fn() -> bool) -> Result<(), Failure> {
+        let _ = give_up;
+        self.flush()
+    }
     /// Reopens after SIGHUP (files); a no-op elsewhere.
-    fn reopen(&mut self) -> io::Result<()> {
+    fn reopen(&mut self) -> Result<(), Failure> {
         Ok(())
     }
     /// Whether the sink can take a record now (false while a TCP sink waits to reconnect).
@@ -149,16 +196,95 @@ pub trait Sink: Send {
     }
 }
 
+/// A sink's failed write or flush.
+#[derive(Debug)]
+pub struct Failure {
+    /// Why.
+    pub error: io::Error,
+    /// Records lost for good by this failure.
+    pub lost: u64,
+}
+
+impl Failure {
+    /// A failure that lost `lost` records.
+    pub fn new(error: io::Error, lost: u64) -> Failure {
+        Failure { error, lost }
+    }
+}
+
+impl From<Torn> for Failure {
+    fn from(t: Torn) -> Failure {
+        Failure::new(t.error, t.lost)
+    }
+}
+
+/// Who a record is about, for a loss report that names the record (not its content, which may
+/// be what made it too large).
+pub type Identity = crate::event::lifecycle::LostRecord;
+
+/// State a sink's thread shares with the output: what it holds, and how to stop it.
+#[derive(Debug, Default)]
+pub struct SinkShared {
+    /// Records the sink took and has not delivered (buffered, or awaiting acknowledgement).
+    pub pending: AtomicU64,
+    /// The reader closed this output (stdout's EPIPE): nothing more is queued to it.
+    pub closed: AtomicBool,
+    /// The output gave up on this sink while stopping: it drops what it holds, counted.
+    pub abandon: AtomicBool,
+    /// Set by whichever side (the thread, or the output when the thread is stuck) counts the
+    /// records left when the sink is given up, so that they are counted once.
+    pub remainder_counted: AtomicBool,
+    /// The sink's current connection, which the output shuts down to unblock a thread stuck in a
+    /// write to a peer that does not read.
+    pub socket: Mutex<Option<OwnedFd>>,
+    /// Records dropped because they could not be sent whole even in their cut form, named for
+    /// the next loss report (at most [`SinkShared::UNFIT_KEPT`] kept between reports).
+    pub unfit: Mutex<Vec<Identity>>,
+}
+
+impl SinkShared {
+    /// Unfit records named per loss report; more are counted but not named.
+    pub const UNFIT_KEPT: usize = 16;
+
+    /// Keeps the connection `fd` (a duplicate) so that [`SinkShared::interrupt`] can shut it.
+    pub fn set_socket(&self, fd: Option<BorrowedFd<'_>>) {
+        let dup = fd.and_then(|fd| fd.try_clone_to_owned().ok());
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = dup;
+    }
+
+    /// Shuts the sink's connection down, so that a write blocked on it returns at once.
+    pub fn interrupt(&self) {
+        if let Some(fd) = &*self.socket.lock().unwrap_or_else(|p| p.into_inner()) {
+            // SAFETY: shutdown(2) on a descriptor we own (a duplicate of the connection); it
+            // changes no memory, and an error (not a socket any more) is harmless here.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Names a record dropped as too large for the next loss report.
+    pub fn unfit(&self, who: Identity) {
+        let mut v = self.unfit.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < Self::UNFIT_KEPT {
+            v.push(who);
+        }
+    }
+}
+
 /// Opens the sink `spec` names (files are created now, so a bad path fails at start).
-pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> io::Result<Box<dyn Sink>> {
+pub fn open(
+    spec: &SinkSpec,
+    opts: &SinkOptions,
+    shared: &Arc<SinkShared>,
+) -> io::Result<Box<dyn Sink>> {
     Ok(match spec {
         SinkSpec::Stdout => Box::new(Stdout {
-            w: BufWriter::with_capacity(1 << 16, io::stdout()),
+            batch: Batch::new(),
         }),
         SinkSpec::File(path) => Box::new(RotatingFile::open(path, opts)?),
         SinkSpec::SyslogUnix(path) => Box::new(Syslog::new(
             Transport::Unix(UnixDatagram::unbound()?, path.clone()),
             opts,
+            shared.clone(),
         )),
         SinkSpec::SyslogUdp(addr) => {
             let target = resolve(addr)?;
@@ -169,26 +295,78 @@ pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> io::Result<Box<dyn Sink>> {
             };
             let sock = UdpSocket::bind(bind)?;
             sock.connect(target)?;
-            Box::new(Syslog::new(Transport::Udp(sock), opts))
+            Box::new(Syslog::new(Transport::Udp(sock), opts, shared.clone()))
         }
-        SinkSpec::SyslogTcp(addr) => {
-            Box::new(Syslog::new(Transport::Tcp(Tcp::new(addr.clone())), opts))
-        }
+        SinkSpec::SyslogTcp(addr) => Box::new(Syslog::new(
+            Transport::Tcp(Tcp::new(addr.clone()), Batch::new()),
+            opts,
+            shared.clone(),
+        )),
+        SinkSpec::SyslogRelp(addr) => Box::new(Relp::new(addr.clone(), opts, shared.clone())),
     })
 }
 
-/// Standard output, as lines.
+/// Standard output, as lines, written whole: a write that fails part-way takes the torn line
+/// back when stdout is a regular file.
 struct Stdout {
-    w: BufWriter<io::Stdout>,
+    batch: Batch,
 }
 
 impl Sink for Stdout {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
-        self.w.write_all(&line.bytes)?;
-        self.w.write_all(b"\n")
+    fn write(&mut self, line: &Line) -> Result<(), Failure> {
+        let flushed = if self.batch.would_overflow(line.bytes.len() + 1) {
+            self.flush()
+        } else {
+            Ok(())
+        };
+        self.batch.push(&[&line.bytes, b"\n"]);
+        flushed
+    }
+    fn flush(&mut self) -> Result<(), Failure> {
+        let stdout = io::stdout();
+        let fd = stdout.as_fd();
+        self.batch.write_to(&mut FdWriter(fd)).map_err(|t| {
+            if t.torn_bytes > 0 {
+                take_back(fd, t.torn_bytes, false);
+            }
+            t.into()
+        })
+    }
+    fn pending(&self) -> u64 {
+        self.batch.records()
+    }
+}
+
+/// Unbuffered writes to a descriptor (std's `Stdout` buffers lines of its own).
+struct FdWriter<'a>(BorrowedFd<'a>);
+
+impl Write for FdWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        nix::unistd::write(self.0, buf).map_err(io::Error::from)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
+        Ok(())
+    }
+}
+
+/// Cuts the last `torn` bytes (the start of a record whose write failed) off a regular file, so
+/// that it ends with a whole line; `append` says whether the descriptor writes at the end by
+/// itself (otherwise its offset is moved back too).
+pub(super) fn take_back(fd: BorrowedFd<'_>, torn: u64, append: bool) {
+    let result = (|| -> nix::Result<()> {
+        let st = nix::sys::stat::fstat(fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(());
+        }
+        let len = (st.st_size as u64).saturating_sub(torn) as libc::off_t;
+        nix::unistd::ftruncate(fd, len)?;
+        if !append {
+            nix::unistd::lseek(fd, len, nix::unistd::Whence::SeekSet)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        log::warn!("cannot cut a torn record off the output ({e}): its last line is partial");
     }
 }
 
@@ -208,32 +386,46 @@ fn log_error(name: &str, stats: &SinkStats, e: &io::Error) {
 }
 
 /// The sink thread: takes records from the queue until it closes, flushing whenever the queue
-/// runs dry; a sink that cannot take records (TCP backing off) leaves them queued.
+/// runs dry; a sink that cannot take records (TCP backing off) leaves them queued. Every record
+/// it takes is delivered or counted in `stats.dropped`.
 pub fn run(
     name: String,
     mut sink: Box<dyn Sink>,
     rx: Receiver<Arc<Line>>,
     stats: Arc<SinkStats>,
+    shared: Arc<SinkShared>,
     hangup: Option<Hangup>,
-    closed: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
 ) {
+    let fail = |f: Failure| {
+        stats.dropped.inc_by(f.lost);
+        log_error(&name, &stats, &f.error);
+    };
+    // Given up (while stopping): what the sink and its queue hold is lost, counted once.
+    let give_up = |sink: &dyn Sink| {
+        if !shared.remainder_counted.swap(true, Ordering::SeqCst) {
+            let left = rx.try_iter().count() as u64;
+            stats.queued.dec_by(left as i64);
+            stats.dropped.inc_by(left + sink.pending());
+        }
+    };
     let mut dirty = false;
     loop {
+        if shared.abandon.load(Ordering::SeqCst) {
+            return give_up(&*sink);
+        }
         if let Some(h) = &hangup
             && h.0.swap(false, Ordering::Relaxed)
         {
             match sink.reopen() {
                 Ok(()) => log::info!("output {name}: reopened on SIGHUP"),
-                Err(e) => log_error(&name, &stats, &e),
+                Err(f) => fail(f),
             }
         }
         if !sink.ready() {
             if stopping.load(Ordering::Relaxed) {
                 // Shutting down with no connection: what is queued is lost, and counted.
-                let left = rx.try_iter().count() as u64;
-                stats.dropped.inc_by(left);
-                return;
+                return give_up(&*sink);
             }
             std::thread::sleep(Duration::from_millis(50));
             continue;
@@ -247,11 +439,10 @@ pub fn run(
         } else {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(l) => Some(l),
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         };
-        let had_line = line.is_some();
         let result = match line {
             Some(l) => {
                 stats.queued.dec();
@@ -263,21 +454,28 @@ pub fn run(
                 sink.flush()
             }
         };
-        if let Err(e) = result {
-            if e.kind() == io::ErrorKind::BrokenPipe && name == "-" {
-                log::info!("output closed by its reader: stopping");
-                closed.store(true, Ordering::Relaxed);
+        shared.pending.store(sink.pending(), Ordering::SeqCst);
+        if let Err(f) = result {
+            if f.error.kind() == io::ErrorKind::BrokenPipe && name == "-" {
+                // The reader went away: nothing more goes to stdout. What the failed write held
+                // is lost; records after this are not queued here (see `Output::write`).
+                stats.dropped.inc_by(f.lost);
+                shared.closed.store(true, Ordering::SeqCst);
+                log::info!("output -: closed by its reader");
+                let left = rx.try_iter().count() as u64;
+                stats.queued.dec_by(left as i64);
                 return;
             }
-            if had_line {
-                // A failed write loses its record: it is not retried.
-                stats.dropped.inc();
-            }
-            log_error(&name, &stats, &e);
+            fail(f);
         }
     }
-    if let Err(e) = sink.flush() {
-        log_error(&name, &stats, &e);
+    let give_up_now = || shared.abandon.load(Ordering::SeqCst);
+    if let Err(f) = sink.finish(&give_up_now) {
+        fail(f);
+    }
+    shared.pending.store(sink.pending(), Ordering::SeqCst);
+    if sink.pending() > 0 {
+        give_up(&*sink);
     }
 }
 
@@ -332,6 +530,7 @@ mod tests {
             name: "sendfile",
             severity: 6,
             timestamp: 1_795_322_042_051_880_948,
+            caller: None,
         };
         let mut out = Vec::new();
         rfc5424(3, &line, &header_field("web 1\n", 255), "42", &mut out).unwrap();
@@ -347,6 +546,7 @@ mod tests {
             name: "sendfile",
             severity: 6,
             timestamp: 0,
+            caller: None,
         }
     }
 
@@ -377,11 +577,129 @@ mod tests {
         f.write(&line(39)).unwrap();
         f.flush().unwrap();
         assert_eq!(len(&path), 80);
-        assert_eq!(len(&dir.path().join("events.jsonl.1")), 80);
-        assert_eq!(len(&dir.path().join("events.jsonl.2")), 80);
-        assert!(!dir.path().join("events.jsonl.3").exists());
+        // 4 rotations made FILE.1 … FILE.4; the newest 2 are kept.
+        assert_eq!(len(&dir.path().join("events.jsonl.3")), 80);
+        assert_eq!(len(&dir.path().join("events.jsonl.4")), 80);
+        for n in [1, 2, 5] {
+            assert!(
+                !dir.path().join(format!("events.jsonl.{n}")).exists(),
+                "{n}"
+            );
+        }
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // A new run continues the numbering, and trims what is beyond `keep` at once.
+        drop(f);
+        std::fs::write(dir.path().join("events.jsonl.1"), "old\n").unwrap();
+        let mut f = RotatingFile::open(&path, &opts).unwrap();
+        assert!(!dir.path().join("events.jsonl.1").exists());
+        f.write(&line(39)).unwrap();
+        f.flush().unwrap();
+        assert_eq!(len(&dir.path().join("events.jsonl.5")), 80);
+        assert_eq!(len(&path), 40);
+        assert!(!dir.path().join("events.jsonl.3").exists());
+    }
+
+    #[test]
+    fn a_rotation_costs_the_same_whatever_keep_is() {
+        // The work of a rotation is two renames/removals: a huge keep cannot make it spin.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let opts = SinkOptions {
+            rotate_size: 40,
+            rotate_keep: MAX_ROTATE_KEEP,
+            facility: 3,
+            host_name: "h".into(),
+        };
+        let mut f = RotatingFile::open(&path, &opts).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            f.write(&line(39)).unwrap();
+        }
+        f.flush().unwrap();
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 200);
+        eprintln!(
+            "200 rotations with keep {MAX_ROTATE_KEEP}: {:?}",
+            t.elapsed()
+        );
+    }
+
+    /// A file on a tmpfs of `kib` KiB (made here: the test runs as root).
+    struct SmallFs(tempfile::TempDir);
+
+    impl SmallFs {
+        fn new(kib: u32) -> SmallFs {
+            let dir = tempfile::tempdir().unwrap();
+            nix::mount::mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={kib}k").as_str()),
+            )
+            .expect("mounting a tmpfs (run the tests as root)");
+            SmallFs(dir)
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(self.0.path());
+        }
+    }
+
+    #[test]
+    fn a_full_disk_loses_no_record_uncounted_and_leaves_whole_lines() {
+        let fs = SmallFs::new(64);
+        let path = fs.0.path().join("events.jsonl");
+        let opts = SinkOptions {
+            rotate_size: 0,
+            rotate_keep: 0,
+            facility: 3,
+            host_name: "h".into(),
+        };
+        let mut f = RotatingFile::open(&path, &opts).unwrap();
+        let (mut lost, mut failures) = (0, 0);
+        let total = 1000u64;
+        for _ in 0..total {
+            // 301 bytes a line: lines straddle the 4 KiB pages the disk fills by.
+            if let Err(e) = f.write(&line(300)) {
+                lost += e.lost;
+                failures += 1;
+            }
+        }
+        if let Err(e) = f.flush() {
+            lost += e.lost;
+            failures += 1;
+        }
+        let text = std::fs::read(&path).unwrap();
+        assert!(failures > 0, "the disk did not fill");
+        assert!(text.ends_with(b"\n"), "a torn line was left at the end");
+        let lines = text.split(|&c| c == b'\n').filter(|l| !l.is_empty());
+        let mut written = 0u64;
+        for l in lines {
+            assert_eq!(l.len(), 300, "every line whole");
+            written += 1;
+        }
+        assert_eq!(written + lost, total, "{written} written, {lost} lost");
+        eprintln!("{written} written, {lost} lost and counted, in {failures} failed writes");
+    }
+
+    #[test]
+    fn dev_full_loses_every_record_counted() {
+        // stdout is the sink that can be /dev/full; its flush path is the one the file uses.
+        let mut b = Batch::new();
+        for _ in 0..10 {
+            b.push(&[b"{}", b"\n"]);
+        }
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let t = b.write_to(&mut full).unwrap_err();
+        assert_eq!((t.lost, t.torn_bytes), (10, 0));
+        assert_eq!(t.error.raw_os_error(), Some(libc::ENOSPC));
     }
 
     #[test]
