@@ -1,5 +1,6 @@
-//! Userspace throughput (`cargo xtask bench`): decode + join + enrich + encode of recorded
-//! ring-buffer records on one core, for each output format. Prints one JSON line per format.
+//! Userspace throughput (`cargo xtask bench`): the daemon's own decode + join + enrich + encode
+//! + output code on recorded ring-buffer records, for each output format, with a file sink (the
+//! sink thread shares the core when the bench pins this to one). Prints one JSON line per format.
 //!
 //! The records are what the kernel side writes for nginx-like calls: an entry record (a file
 //! with a 5-component path to a TCP socket) and an exit record per call; one call in 64 carries
@@ -12,8 +13,12 @@ use sendfile_trace::{
         Enricher,
         join::{Join, Joined},
     },
-    format::{AsRecord, Format},
+    format::Format,
     kernel::system::WallClock,
+    output::{
+        Output, OutputConfig,
+        sink::{SinkOptions, SinkSpec},
+    },
 };
 use sendfile_trace_common::{
     EntryRecord, FdRecord, Hook, SendfileRecord, encode_path, entry_status, fd_flags, fd_kind,
@@ -118,29 +123,45 @@ fn main() {
         ("text", Format::Text),
     ] {
         let mut join = Join::default();
-        let mut line = Vec::with_capacity(4096);
-        let mut bytes = 0usize;
+        let dir =
+            std::env::temp_dir().join(format!("sendfile-trace-pipeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{name}.out"));
+        let mut out = Output::open(&OutputConfig {
+            sinks: vec![SinkSpec::File(path.clone())],
+            format: Some(format),
+            queue_size: 16384,
+            sink: SinkOptions {
+                rotate_size: 0,
+                rotate_keep: 0,
+                facility: 3,
+                host_name: "web-1".into(),
+            },
+            metrics: None,
+        })
+        .expect("output");
         let start = Instant::now();
         for (entry_bytes, exit_bytes) in &calls {
             // Decode and join with the daemon's own code.
             let now = Instant::now();
             assert!(matches!(join.push(entry_bytes, now), Joined::Waiting));
-            let Joined::Call(r, entry) = join.push(exit_bytes, now) else {
+            let Joined::Call(r, entry) = join.push(black_box(exit_bytes), now) else {
                 panic!("exit record did not complete a call");
             };
-            // Enrich and encode.
-            let event = enricher.event(&r, entry.as_ref());
-            line.clear();
-            format.render(event.as_record(), &mut line).expect("render");
-            line.push(b'\n');
-            bytes += black_box(&line).len();
+            // Enrich, encode once, queue for the sink.
+            out.write(&enricher.event(&r, entry.as_ref()))
+                .expect("write");
         }
+        out.close(std::time::Duration::from_secs(60));
         let secs = start.elapsed().as_secs_f64();
+        let dropped = out.sink_lost();
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let _ = std::fs::remove_dir_all(&dir);
         println!(
-            "{{\"format\":\"{name}\",\"events\":{CALLS},\"eventsPerSecond\":{:.0},\"nsPerEvent\":{:.1},\"bytesPerEvent\":{:.0}}}",
+            "{{\"format\":\"{name}\",\"events\":{CALLS},\"eventsPerSecond\":{:.0},\"nsPerEvent\":{:.1},\"bytesPerEvent\":{:.0},\"sinkDropped\":{dropped}}}",
             f64::from(CALLS) / secs,
             secs * 1e9 / f64::from(CALLS),
-            bytes as f64 / f64::from(CALLS)
+            bytes as f64 / f64::from(CALLS - dropped as u32)
         );
     }
 }
