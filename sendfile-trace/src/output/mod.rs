@@ -1,5 +1,6 @@
-//! Where events go: every record is rendered once in the chosen [`Format`] and handed to each
-//! sink's bounded queue (see [`crate::output::sink`]); the ring-buffer reader never blocks on a sink.
+//! Where events go: every record is rendered once in the chosen [`Format`] into a [`Batch`] that
+//! every sink's bounded queue shares (see [`crate::output::sink`]); the ring-buffer reader never
+//! blocks on a sink.
 
 pub mod metrics;
 pub mod sink;
@@ -21,8 +22,13 @@ use crate::{
     event::lifecycle::EventsLost,
     format::{AsRecord, Format, Record},
     output::metrics::Metrics,
-    output::sink::{Hangup, Line, SinkOptions, SinkSpec, SinkStats},
+    output::sink::{Batch, Hangup, SinkOptions, SinkSpec, SinkStats},
 };
+
+/// A batch goes to the sinks when it holds this many bytes (or at the next flush, which the
+/// daemon does after every drain of the ring buffer): one allocation, one queue operation and
+/// one file write per batch instead of per record.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How the output is set up (from the command line and the config file).
 #[derive(Clone, Debug)]
@@ -43,7 +49,14 @@ pub struct OutputConfig {
 pub struct Output {
     format: Format,
     sinks: Vec<SinkHandle>,
-    buf: Vec<u8>,
+    /// Records rendered since the last send.
+    batch: Batch,
+    /// The event counters by hook and outcome, looked up once.
+    event_counters: Vec<(
+        &'static str,
+        bool,
+        prometheus_client::metrics::counter::Counter,
+    )>,
     /// Set when stdout's reader went away (EPIPE): the tracer stops.
     closed: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
@@ -54,7 +67,9 @@ pub struct Output {
 
 struct SinkHandle {
     name: String,
-    tx: Option<SyncSender<Arc<Line>>>,
+    tx: Option<SyncSender<Arc<Batch>>>,
+    /// Records the queue may hold.
+    capacity: usize,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SinkStats>,
     /// Drops already reported in-band.
@@ -153,6 +168,7 @@ impl Output {
             sinks.push(SinkHandle {
                 name,
                 tx: Some(tx),
+                capacity,
                 thread: Some(thread),
                 stats,
                 reported: 0,
@@ -167,7 +183,8 @@ impl Output {
         Ok(Output {
             format: cfg.format.unwrap_or_else(Format::default_for_stdout),
             sinks,
-            buf: Vec::with_capacity(4096),
+            batch: Batch::with_capacity(BATCH_BYTES + 4096),
+            event_counters: Vec::new(),
             closed,
             stopping,
             metrics,
@@ -180,41 +197,77 @@ impl Output {
         &self.metrics
     }
 
-    /// Queues one record for every sink; a full queue drops it there and counts the drop.
+    /// Renders one record into the current batch; a full batch goes to the sinks.
     pub fn write<T: AsRecord + ?Sized>(&mut self, record: &T) -> WriteResult {
         if self.closed.load(Ordering::Relaxed) {
             return Err(WriteError::Closed);
         }
         let rec = record.as_record();
         match rec {
-            Record::Sendfile(e) => self.metrics.event(e.hook, e.errno.is_some()),
+            Record::Sendfile(e) => self.count_event(e.hook, e.errno.is_some()),
             Record::Lost(l) => self.metrics.lost(l.reason, l.lost),
             _ => {}
         }
-        self.buf.clear();
-        self.format.render(rec, &mut self.buf)?;
-        let line = Arc::new(Line {
-            bytes: self.buf.as_slice().into(),
-            name: rec.name(),
-            severity: rec.severity(),
-            timestamp: rec.timestamp(),
-        });
-        for s in &self.sinks {
-            let Some(tx) = &s.tx else { continue };
-            s.stats.queued.inc();
-            match tx.try_send(line.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    s.stats.queued.dec();
-                    s.stats.dropped.inc();
-                }
-            }
+        let format = self.format;
+        self.batch
+            .push(rec.name(), rec.severity(), rec.timestamp(), |out| {
+                format.render(rec, out)
+            })?;
+        if self.batch.byte_len() >= BATCH_BYTES {
+            self.send();
         }
         Ok(())
     }
 
-    /// Nothing to push (each sink flushes when its queue runs dry); reports a closed stdout.
+    /// Counts one event in the metrics.
+    fn count_event(&mut self, hook: &'static str, failed: bool) {
+        let known = self
+            .event_counters
+            .iter()
+            .find(|(h, f, _)| *h == hook && *f == failed);
+        match known {
+            Some((_, _, c)) => {
+                c.inc();
+            }
+            None => {
+                let c = self.metrics.event_counter(hook, failed);
+                c.inc();
+                self.event_counters.push((hook, failed, c));
+            }
+        }
+    }
+
+    /// Hands the current batch to every sink's queue; a queue without room for all its records
+    /// drops the batch there and counts each record.
+    fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let next = Batch::with_capacity(BATCH_BYTES + 4096);
+        let batch = Arc::new(std::mem::replace(&mut self.batch, next));
+        let n = batch.len();
+        for s in &self.sinks {
+            let Some(tx) = &s.tx else { continue };
+            // The bound is in records: a full queue must not take a batch past it.
+            if s.stats.queued.get().max(0) as usize + n > s.capacity {
+                s.stats.dropped.inc_by(n as u64);
+                continue;
+            }
+            s.stats.queued.inc_by(n as i64);
+            match tx.try_send(batch.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    s.stats.queued.dec_by(n as i64);
+                    s.stats.dropped.inc_by(n as u64);
+                }
+            }
+        }
+    }
+
+    /// Sends what is batched to the sinks (each writes and flushes when its queue runs dry);
+    /// reports a closed stdout.
     pub fn flush(&mut self) -> WriteResult {
+        self.send();
         if self.closed.load(Ordering::Relaxed) {
             return Err(WriteError::Closed);
         }
@@ -229,6 +282,8 @@ impl Output {
     /// Writes one `events_lost` record with reason `sink` per output that dropped records since
     /// the last report.
     pub fn report_sink_losses(&mut self, now_ns: u64) -> WriteResult {
+        // A batch still held here may yet be dropped: hand it over first so it is counted.
+        self.send();
         for i in 0..self.sinks.len() {
             let s = &mut self.sinks[i];
             let total = s.stats.dropped.get();
@@ -245,6 +300,7 @@ impl Output {
 
     /// Closes the queues and waits (at most `timeout`) for every sink to write what it holds.
     pub fn close(&mut self, timeout: Duration) {
+        self.send();
         for s in &mut self.sinks {
             s.tx = None;
         }

@@ -85,7 +85,20 @@ fn ignore_missing(e: io::Error) -> io::Result<()> {
 }
 
 impl Sink for RotatingFile {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
+    fn write_lines(&mut self, batch: &Batch, from: usize) -> Option<io::Result<()>> {
+        let bytes = batch.lines_from(from);
+        let len = bytes.len() as u64;
+        if self.rotate_size > 0 && self.size + len > self.rotate_size {
+            // Rotation may fall inside: line by line.
+            return None;
+        }
+        let r = self.w.write_all(bytes);
+        if r.is_ok() {
+            self.size += len;
+        }
+        Some(r)
+    }
+    fn write(&mut self, line: &Line<'_>) -> io::Result<()> {
         let len = line.bytes.len() as u64 + 1;
         if self.rotate_size > 0 && self.size > 0 && self.size + len > self.rotate_size {
             // logrotate's copytruncate may have emptied the file behind our back: ask first.
@@ -95,7 +108,7 @@ impl Sink for RotatingFile {
                 self.rotate()?;
             }
         }
-        self.w.write_all(&line.bytes)?;
+        self.w.write_all(line.bytes)?;
         self.w.write_all(b"\n")?;
         self.size += len;
         Ok(())

@@ -97,16 +97,108 @@ impl fmt::Display for SinkSpec {
 }
 
 /// One formatted record on its way to the sinks.
-#[derive(Debug)]
-pub struct Line {
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
     /// The record, one line without its newline.
-    pub bytes: Box<[u8]>,
+    pub bytes: &'a [u8],
     /// `eventName` (the syslog MSGID).
     pub name: &'static str,
     /// Syslog severity.
     pub severity: u8,
     /// Wall-clock ns.
     pub timestamp: u64,
+}
+
+/// Records rendered once, one after another in one buffer (each followed by its newline), with
+/// what syslog needs of each: the unit the output hands to every sink's queue, so that a file
+/// or stdout takes a whole batch in one write.
+#[derive(Debug, Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    lines: Vec<LineMeta>,
+}
+
+/// Where a record ends in its batch, and its syslog header facts.
+#[derive(Debug)]
+struct LineMeta {
+    /// Offset of its newline in the batch.
+    end: usize,
+    name: &'static str,
+    severity: u8,
+    timestamp: u64,
+}
+
+impl Batch {
+    /// An empty batch with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Batch {
+        Batch {
+            bytes: Vec::with_capacity(bytes),
+            lines: Vec::with_capacity(bytes / 512),
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Bytes held (newlines included).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends one record: `render` writes it (one line, no newline) at the end of the buffer; on
+    /// error the buffer is left as it was.
+    pub fn push<E>(
+        &mut self,
+        name: &'static str,
+        severity: u8,
+        timestamp: u64,
+        render: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.bytes.len();
+        if let Err(e) = render(&mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        self.lines.push(LineMeta {
+            end: self.bytes.len(),
+            name,
+            severity,
+            timestamp,
+        });
+        self.bytes.push(b'\n');
+        Ok(())
+    }
+
+    /// Offset where record `i` starts.
+    fn start(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            i => self.lines[i - 1].end + 1,
+        }
+    }
+
+    /// Record `i`, without its newline.
+    pub fn line(&self, i: usize) -> Line<'_> {
+        let m = &self.lines[i];
+        Line {
+            bytes: &self.bytes[self.start(i)..m.end],
+            name: m.name,
+            severity: m.severity,
+            timestamp: m.timestamp,
+        }
+    }
+
+    /// Records `from..` as they go into a file: each followed by its newline.
+    pub fn lines_from(&self, from: usize) -> &[u8] {
+        &self.bytes[self.start(from).min(self.bytes.len())..]
+    }
 }
 
 /// Counters of one sink, shared with the metrics endpoint.
@@ -136,7 +228,12 @@ pub struct SinkOptions {
 /// What a sink does with records; each runs on its own thread.
 pub trait Sink: Send {
     /// Takes one record (buffered writes are fine).
-    fn write(&mut self, line: &Line) -> io::Result<()>;
+    fn write(&mut self, line: &Line<'_>) -> io::Result<()>;
+    /// Takes records `from..` of a batch in one go if this sink can (files and stdout, whose
+    /// records are just lines); `None` makes the caller hand them over one by one.
+    fn write_lines(&mut self, _batch: &Batch, _from: usize) -> Option<io::Result<()>> {
+        None
+    }
     /// Pushes buffered records out; called when the queue is empty.
     fn flush(&mut self) -> io::Result<()>;
     /// Reopens after SIGHUP (files); a no-op elsewhere.
@@ -183,9 +280,12 @@ struct Stdout {
 }
 
 impl Sink for Stdout {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
-        self.w.write_all(&line.bytes)?;
+    fn write(&mut self, line: &Line<'_>) -> io::Result<()> {
+        self.w.write_all(line.bytes)?;
         self.w.write_all(b"\n")
+    }
+    fn write_lines(&mut self, batch: &Batch, from: usize) -> Option<io::Result<()>> {
+        Some(self.w.write_all(batch.lines_from(from)))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
@@ -207,18 +307,20 @@ fn log_error(name: &str, stats: &SinkStats, e: &io::Error) {
     }
 }
 
-/// The sink thread: takes records from the queue until it closes, flushing whenever the queue
+/// The sink thread: takes batches from the queue until it closes, flushing whenever the queue
 /// runs dry; a sink that cannot take records (TCP backing off) leaves them queued.
 pub fn run(
     name: String,
     mut sink: Box<dyn Sink>,
-    rx: Receiver<Arc<Line>>,
+    rx: Receiver<Arc<Batch>>,
     stats: Arc<SinkStats>,
     hangup: Option<Hangup>,
     closed: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
 ) {
     let mut dirty = false;
+    // A batch being written and the first of its records not yet taken by the sink.
+    let mut pending: Option<(Arc<Batch>, usize)> = None;
     loop {
         if let Some(h) = &hangup
             && h.0.swap(false, Ordering::Relaxed)
@@ -231,36 +333,45 @@ pub fn run(
         if !sink.ready() {
             if stopping.load(Ordering::Relaxed) {
                 // Shutting down with no connection: what is queued is lost, and counted.
-                let left = rx.try_iter().count() as u64;
-                stats.dropped.inc_by(left);
+                let held = pending.map_or(0, |(b, from)| b.len() - from);
+                let left = held + rx.try_iter().map(|b| b.len()).sum::<usize>();
+                stats.dropped.inc_by(left as u64);
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let line = if dirty {
-            match rx.try_recv() {
-                Ok(l) => Some(l),
-                Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(l) => Some(l),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        };
-        let had_line = line.is_some();
-        let result = match line {
-            Some(l) => {
-                stats.queued.dec();
-                dirty = true;
-                sink.write(&l)
-            }
+        if pending.is_none() {
+            pending = if dirty {
+                match rx.try_recv() {
+                    Ok(b) => Some((b, 0)),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(b) => Some((b, 0)),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+        }
+        let (taken, result) = match pending.take() {
             None => {
                 dirty = false;
-                sink.flush()
+                (0, sink.flush())
+            }
+            Some((batch, from)) => {
+                dirty = true;
+                let (taken, result) = match sink.write_lines(&batch, from) {
+                    Some(r) => (batch.len() - from, r),
+                    None => (1, sink.write(&batch.line(from))),
+                };
+                stats.queued.dec_by(taken as i64);
+                if from + taken < batch.len() {
+                    pending = Some((batch, from + taken));
+                }
+                (taken, result)
             }
         };
         if let Err(e) = result {
@@ -269,10 +380,8 @@ pub fn run(
                 closed.store(true, Ordering::Relaxed);
                 return;
             }
-            if had_line {
-                // A failed write loses its record: it is not retried.
-                stats.dropped.inc();
-            }
+            // A failed write loses its records: they are not retried.
+            stats.dropped.inc_by(taken as u64);
             log_error(&name, &stats, &e);
         }
     }
@@ -328,7 +437,7 @@ mod tests {
     #[test]
     fn rfc5424_header() {
         let line = Line {
-            bytes: b"{\"a\":1}".to_vec().into(),
+            bytes: b"{\"a\":1}",
             name: "sendfile",
             severity: 6,
             timestamp: 1_795_322_042_051_880_948,
@@ -341,9 +450,9 @@ mod tests {
         );
     }
 
-    fn line(n: usize) -> Line {
+    fn line(n: usize) -> Line<'static> {
         Line {
-            bytes: vec![b'x'; n].into(),
+            bytes: vec![b'x'; n].leak(),
             name: "sendfile",
             severity: 6,
             timestamp: 0,

@@ -95,7 +95,7 @@ impl Syslog {
 /// One RFC 5424 message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG`.
 pub fn rfc5424(
     facility: u8,
-    line: &Line,
+    line: &Line<'_>,
     host_name: &str,
     proc_id: &str,
     out: &mut Vec<u8>,
@@ -109,12 +109,12 @@ pub fn rfc5424(
         u32::from(facility) * 8 + u32::from(line.severity),
         line.name
     )?;
-    out.extend_from_slice(&line.bytes);
+    out.extend_from_slice(line.bytes);
     Ok(())
 }
 
 impl Sink for Syslog {
-    fn write(&mut self, line: &Line) -> io::Result<()> {
+    fn write(&mut self, line: &Line<'_>) -> io::Result<()> {
         self.buf.clear();
         rfc5424(
             self.facility,
