@@ -611,9 +611,10 @@ fn profile(name: &str, kind: &Kind, calls: u64) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// Runs the `pipeline` example of sendfile-trace pinned to the tracer's CPU: one JSON line per
+/// Builds the `pipeline` example of sendfile-trace and runs it pinned to the tracer's CPU, after
+/// `baseline` (a pipeline binary built from another tree) if given: one JSON object per tree and
 /// format with events per second.
-fn userspace_throughput() -> Result<Vec<Value>> {
+fn userspace_throughput(baseline: Option<&Path>) -> Result<Vec<Value>> {
     tools::run(
         tools::cargo(tools::HOST_TOOLCHAIN)
             .current_dir(workspace_root())
@@ -627,18 +628,32 @@ fn userspace_throughput() -> Result<Vec<Value>> {
             ])
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
     )?;
-    let out = Command::new("taskset")
-        .args(["-c", TRACER_CPU])
-        .arg(workspace_root().join("target/release/examples/pipeline"))
-        .output()
-        .context("cannot run the pipeline example")?;
-    if !out.status.success() {
-        bail!("the pipeline example failed ({})", out.status);
+    let ours = workspace_root().join("target/release/examples/pipeline");
+    let mut rows = Vec::new();
+    for (label, bin) in baseline
+        .map(|b| ("baseline", b))
+        .into_iter()
+        .chain([("this tree", ours.as_path())])
+    {
+        let out = Command::new("taskset")
+            .args(["-c", TRACER_CPU])
+            .arg(bin)
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!("{} failed ({})", bin.display(), out.status);
+        }
+        rows.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|mut v| {
+                    v["tracer"] = json!(label);
+                    v
+                }),
+        );
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    Ok(rows)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -680,7 +695,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
-fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
+fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
     let _ = std::fs::remove_file(&out);
     let mut args = vec!["--hook", HOOKS[0], "--output"];
@@ -695,7 +710,7 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
         .unwrap_or(0);
     let t = start(
         "sendfile-trace",
-        &compile::host_bin("sendfile-trace"),
+        bin,
         &args,
         Ready::File(out.clone(), "\"tracer_start\""),
     )?;
@@ -763,7 +778,8 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     let made = summary["calls"].as_u64().unwrap_or(0);
     let lost = stop_rec["lost"].as_u64().unwrap_or(0);
     Ok(json!({
-        "ringBufferSize": ring_buffer_size.unwrap_or("default (4M)"),
+        "tracer": label,
+        "ringBufferSize": ring_buffer_size.unwrap_or("default"),
         "made": made,
         "delivered": delivered,
         "lost": lost,
@@ -953,21 +969,30 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let mut pipeline = Vec::new();
     if run(Section::Userspace) {
         eprintln!("xtask: bench userspace throughput (the daemon's pipeline, one core)");
-        pipeline = userspace_throughput()?;
+        // A `pipeline` binary beside the baseline tracer is that tree's pipeline.
+        let base_pipeline = args
+            .baseline
+            .as_ref()
+            .and_then(|b| b.parent())
+            .map(|d| d.join("pipeline"))
+            .filter(|p| p.exists());
+        pipeline = userspace_throughput(base_pipeline.as_deref())?;
         let _ = writeln!(
             table,
-            "\nuserspace, one core (the daemon's decode + join + enrich + encode + output queue, \
-             recorded nginx-like records; the sink thread writes a file on the other core):"
+            "\nuserspace, one core (the daemon's decode + join + enrich + encode + output + file \
+             sink on recorded nginx-like records, all threads pinned to one CPU; events per second \
+             of process CPU time, best of 3):"
         );
         let _ = writeln!(
             table,
-            "{:<10} {:>14} {:>12} {:>14} {:>14}",
-            "format", "events/s", "ns/event", "bytes/event", "sink dropped"
+            "{:<10} {:<10} {:>14} {:>12} {:>14} {:>14}",
+            "tree", "format", "events/s", "ns/event", "bytes/event", "sink dropped"
         );
         for p in &pipeline {
             let _ = writeln!(
                 table,
-                "{:<10} {:>14} {:>12} {:>14} {:>14}",
+                "{:<10} {:<10} {:>14} {:>12} {:>14} {:>14}",
+                p["tracer"].as_str().unwrap_or(""),
                 p["format"].as_str().unwrap_or(""),
                 p["eventsPerSecond"].to_string(),
                 p["nsPerEvent"].to_string(),
@@ -980,7 +1005,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let mut bursts = Vec::new();
     if run(Section::Burst) {
         eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
-        bursts = vec![burst(None)?, burst(Some("4096"))?];
+        if let Some(b) = &args.baseline {
+            bursts.push(burst("baseline", b, None)?);
+        }
+        let ours = compile::host_bin("sendfile-trace");
+        bursts.push(burst("this tree", &ours, None)?);
+        bursts.push(burst("this tree", &ours, Some("4096"))?);
         burst_table(&bursts, &mut table);
     }
 
@@ -1165,7 +1195,8 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     );
     let _ = writeln!(
         table,
-        "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "{:<10} {:<12} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "tree",
         "ring buffer",
         "made",
         "calls/s",
@@ -1181,7 +1212,8 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     for b in bursts {
         let _ = writeln!(
             table,
-            "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            "{:<10} {:<12} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            b["tracer"].as_str().unwrap_or(""),
             b["ringBufferSize"].as_str().unwrap_or(""),
             b["made"].to_string(),
             b["callsPerSecond"]
