@@ -329,12 +329,15 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 incomplete: p.join.incomplete,
                 schema_version: SCHEMA_VERSION,
             };
-            p.out.write(&stop)
+            p.out.write(&stop).map(|()| (stop.lost, stop.incomplete))
         })
-        .and_then(|()| p.out.flush());
+        .and_then(|counts| p.out.flush().map(|()| counts));
     match ended {
-        Ok(()) => {
-            log::info!("stopped on {reason}: {} events", p.events);
+        Ok((lost, incomplete)) => {
+            log::info!(
+                "stopped on {reason}: {} events, {lost} lost, {incomplete} incomplete",
+                p.events
+            );
             Ok(())
         }
         Err(e) => finish(e),

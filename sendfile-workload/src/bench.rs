@@ -6,16 +6,23 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use crate::record::{self, LoopSummary};
 use crate::sys::{self, LOOP_ABI};
 
-/// Runs `threads` threads of `calls` sendfile calls of `size` bytes each; false if any call did
-/// not move the expected number of bytes.
-pub fn run(dir: &Path, calls: u64, size: u64, threads: u32) -> anyhow::Result<bool> {
+/// Runs `threads` threads of `calls` sendfile calls of `size` bytes each, as fast as possible or
+/// paced at `rate` calls per second in all; false if any call did not move the expected number
+/// of bytes.
+pub fn run(
+    dir: &Path,
+    calls: u64,
+    size: u64,
+    threads: u32,
+    rate: Option<u64>,
+) -> anyhow::Result<bool> {
     let count = usize::try_from(size).context("--size does not fit in size_t")?;
     let path = dir.join(format!("loop-{size}.bin"));
     write_file(&path, size)?;
@@ -23,6 +30,9 @@ pub fn run(dir: &Path, calls: u64, size: u64, threads: u32) -> anyhow::Result<bo
     let bad = AtomicU64::new(0);
     let first_bad = AtomicU64::new(0);
     let barrier = Barrier::new(threads as usize + 1);
+    let cpu_ns = AtomicU64::new(0);
+    // Each thread's share of the rate.
+    let per_thread_rate = rate.map(|r| (r as f64 / f64::from(threads)).max(1e-9));
 
     // Open every descriptor first: a failure must not leave threads waiting at the barrier.
     let mut fds = Vec::new();
@@ -35,20 +45,29 @@ pub fn run(dir: &Path, calls: u64, size: u64, threads: u32) -> anyhow::Result<bo
     let elapsed = std::thread::scope(|s| -> anyhow::Result<u64> {
         let mut handles = Vec::new();
         for (input, null) in fds {
-            let (barrier, bad, first_bad) = (&barrier, &bad, &first_bad);
+            let (barrier, bad, first_bad, cpu_ns) = (&barrier, &bad, &first_bad, &cpu_ns);
             handles.push(s.spawn(move || {
                 let (out_fd, in_fd) = (null.as_raw_fd(), input.as_raw_fd());
                 let mut offset: i64 = 0;
                 let ptr: *mut i64 = &mut offset;
-                barrier.wait();
-                for _ in 0..calls {
+                let call = || {
                     // SAFETY: `ptr` points to `offset`, alive for the whole loop.
                     unsafe { ptr.write_volatile(0) };
                     let ret = sys::raw_sendfile(LOOP_ABI.nr, out_fd, in_fd, ptr as usize, count);
                     if ret != expect && bad.fetch_add(1, Ordering::Relaxed) == 0 {
                         first_bad.store(ret as u64, Ordering::Relaxed);
                     }
-                }
+                };
+                barrier.wait();
+                let used = match per_thread_rate {
+                    None => {
+                        let cpu = thread_cpu_ns();
+                        (0..calls).for_each(|_| call());
+                        thread_cpu_ns() - cpu
+                    }
+                    Some(rate) => paced(calls, rate, call),
+                };
+                cpu_ns.fetch_add(used, Ordering::Relaxed);
             }));
         }
         barrier.wait();
@@ -62,7 +81,7 @@ pub fn run(dir: &Path, calls: u64, size: u64, threads: u32) -> anyhow::Result<bo
     fs::remove_file(&path)?;
 
     let total = calls * u64::from(threads);
-    emit_summary("loop", total, elapsed)?;
+    emit_summary("loop", total, elapsed, cpu_ns.into_inner())?;
     let bad = bad.into_inner();
     if bad > 0 {
         eprintln!(
@@ -90,25 +109,72 @@ fn write_file(path: &Path, size: u64) -> anyhow::Result<()> {
 /// `"case":"getpid-loop"`.
 pub fn getpid_loop(calls: u64) -> anyhow::Result<bool> {
     let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
     for _ in 0..calls {
         // SAFETY: getpid has no arguments and no preconditions.
         std::hint::black_box(unsafe { libc::syscall(libc::SYS_getpid) });
     }
     let elapsed = start.elapsed().as_nanos() as u64;
-    emit_summary("getpid-loop", calls, elapsed)?;
+    emit_summary("getpid-loop", calls, elapsed, thread_cpu_ns() - cpu_start)?;
     Ok(true)
 }
 
+/// Makes `calls` calls at `rate` per second: each 1 ms slice makes the calls that are due by
+/// then back to back and sleeps until the next slice (a late start catches up, so the average
+/// rate holds while the thread gets the CPU). Returns the CPU time of the batches of calls
+/// only, so that what the sleeps and wakeups cost does not blur the cost of a call.
+fn paced(calls: u64, rate: f64, mut call: impl FnMut()) -> u64 {
+    const SLICE: Duration = Duration::from_millis(1);
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut busy = 0u64;
+    while done < calls {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(calls);
+        if done < due {
+            let cpu = thread_cpu_ns();
+            while done < due {
+                call();
+                done += 1;
+            }
+            busy += thread_cpu_ns() - cpu;
+        }
+        if done < calls {
+            std::thread::sleep(SLICE);
+        }
+    }
+    busy
+}
+
+/// CPU time (user + system) this thread has used, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant the kernel knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Prints the summary line of a loop mode.
-fn emit_summary(case: &'static str, calls: u64, elapsed_ns: u64) -> anyhow::Result<()> {
+fn emit_summary(
+    case: &'static str,
+    calls: u64,
+    elapsed_ns: u64,
+    cpu_ns: u64,
+) -> anyhow::Result<()> {
+    let per_call = |ns: u64| {
+        if calls == 0 {
+            0.0
+        } else {
+            ns as f64 / calls as f64
+        }
+    };
     record::emit(&LoopSummary {
         case,
         calls,
         elapsed_ns,
-        ns_per_call: if calls == 0 {
-            0.0
-        } else {
-            elapsed_ns as f64 / calls as f64
-        },
+        ns_per_call: per_call(elapsed_ns),
+        cpu_ns_per_call: per_call(cpu_ns),
     })
 }

@@ -69,6 +69,11 @@ struct Cli {
     #[arg(long, value_name = "T", requires = "loop_calls", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
     threads: u32,
+    /// Loop mode paced at this many calls per second (all threads together) instead of as fast
+    /// as possible: calls are made in small batches on a schedule, sleeping in between.
+    #[arg(long, value_name = "CALLS_PER_S", requires = "loop_calls",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
 }
 
 /// The work directory; removed on drop when the workload created it.
@@ -152,7 +157,7 @@ fn run(cli: &Cli, selected: &[cases::Variant]) -> anyhow::Result<bool> {
         std::io::stdin().read_line(&mut line)?;
     }
     let ok = match (cli.loop_calls, cli.getpid_calls) {
-        (Some(calls), _) => bench::run(&dir.path, calls, cli.size, cli.threads)?,
+        (Some(calls), _) => bench::run(&dir.path, calls, cli.size, cli.threads, cli.rate)?,
         (None, Some(calls)) => bench::getpid_loop(calls)?,
         (None, None) => {
             let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;

@@ -119,6 +119,9 @@ pub struct LoopSummary {
     pub elapsed_ns: u64,
     /// `elapsed_ns / calls`.
     pub ns_per_call: f64,
+    /// CPU time the calling threads used (user + system, `CLOCK_THREAD_CPUTIME_ID`), per
+    /// call: what a tracer's probes add shows here even when the loop is paced.
+    pub cpu_ns_per_call: f64,
 }
 
 /// Prints `value` as one JSON line on stdout and flushes it.

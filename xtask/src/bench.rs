@@ -6,7 +6,7 @@ use std::{
     fmt::Write as _,
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -28,6 +28,28 @@ pub struct BenchArgs {
     /// sendfile calls per run under strace (it is slow).
     #[arg(long, default_value_t = 20_000)]
     strace_calls: u64,
+    /// Another sendfile-trace binary (e.g. built from an earlier commit) run through the same
+    /// capacity steps, side by side with this tree's.
+    #[arg(long, value_name = "BIN")]
+    baseline: Option<PathBuf>,
+    /// Sections to run (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Section>,
+}
+
+/// Parts of the bench.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Timed loops (tight and paced), side by side with the floor and peers.
+    Costs,
+    /// Per-program BPF statistics.
+    Profile,
+    /// The userspace pipeline, one core.
+    Userspace,
+    /// The multi-thread burst at default settings.
+    Burst,
+    /// The paced capacity steps.
+    Capacity,
 }
 
 /// Bytes per sendfile call in the timed runs and the burst.
@@ -45,6 +67,18 @@ const HOOKS: [&str; 1] = ["tracepoint"];
 const BURST_THREADS: u64 = 4;
 /// Burst: calls per thread.
 const BURST_CALLS: u64 = 20_000;
+/// Rate (calls/s) of the paced cost rows: low enough that nothing is lost, so that the cost
+/// they show is the cost of tracing every call.
+const PACED_COST_RATE: u64 = 50_000;
+/// Calls per paced cost run (2 s at [`PACED_COST_RATE`]).
+const PACED_COST_CALLS: u64 = 100_000;
+/// Capacity: how long each rate is held.
+const CAPACITY_SECONDS: u64 = 5;
+/// Capacity: the rates tried, in calls/s, lowest first; the steps stop at the first loss.
+const CAPACITY_RATES: [u64; 12] = [
+    25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 600_000,
+    800_000,
+];
 
 /// bpftrace recording the fields our events carry, printing one line per call.
 const BPFTRACE_SCRIPT: &str = r#"
@@ -81,9 +115,41 @@ struct Variant {
     name: String,
     kind: Kind,
     calls: u64,
+    /// Paced at this many calls/s (its cost is then read from CPU time, not wall time).
+    rate: Option<u64>,
     ns_per_call: Vec<f64>,
+    /// CPU ns per sendfile call of the calling thread (user + system), per round.
+    cpu_ns: Vec<f64>,
     /// ns per getpid(2) while the variant was attached, per round.
     getpid_ns: Vec<f64>,
+    /// Per round: what the tracer delivered and lost of the calls made (ours only).
+    delivery: Vec<Delivery>,
+}
+
+/// What a tracer made of one run's calls.
+#[derive(Clone, Copy, Debug, Default)]
+struct Delivery {
+    /// sendfile calls the workload made.
+    made: u64,
+    /// Events delivered: the workload's own when the events went to a file, every event when
+    /// they went to /dev/null (other processes' calls included).
+    delivered: u64,
+    /// Events the tracer counted as lost (ring, sink, ...) plus incomplete ones.
+    lost: u64,
+    /// Whether `delivered` counts only the workload's events.
+    exact: bool,
+}
+
+impl Delivery {
+    /// A run that lost nothing: its cost is the cost of tracing every call.
+    fn valid(&self) -> bool {
+        self.lost == 0
+            && if self.exact {
+                self.delivered == self.made
+            } else {
+                self.delivered >= self.made
+            }
+    }
 }
 
 /// A started tracer with everything it wrote on stderr (and stdout when piped).
@@ -196,8 +262,9 @@ fn start(name: &str, program: &Path, args: &[&str], ready: Ready) -> Result<Trac
     Ok(tracer)
 }
 
-/// Interrupts a tracer and waits for it; fails if it does not exit cleanly.
-fn stop(mut tracer: Tracer) -> Result<ExitStatus> {
+/// Interrupts a tracer and waits for it; fails if it does not exit cleanly. Returns what it
+/// wrote on stderr (and stdout when piped).
+fn stop(mut tracer: Tracer) -> Result<String> {
     interrupt(tracer.child.id())?;
     let deadline = Instant::now() + TOOL_TIMEOUT;
     loop {
@@ -209,7 +276,9 @@ fn stop(mut tracer: Tracer) -> Result<ExitStatus> {
                     tracer.log.lock().unwrap()
                 );
             }
-            return Ok(status);
+            // Let the drain threads read the last lines.
+            std::thread::sleep(Duration::from_millis(50));
+            return Ok(tracer.log.lock().unwrap().clone());
         }
         if Instant::now() > deadline {
             let _ = tracer.child.kill();
@@ -228,18 +297,25 @@ fn run_loop(cmd: &mut Command) -> Result<Value> {
 /// Runs a command that ends with one of the workload's loop modes and returns the summary line
 /// whose `case` is `case`.
 fn run_summary(cmd: &mut Command, case: &str) -> Result<Value> {
-    let out = cmd
+    let child = cmd
         .stderr(Stdio::inherit())
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .with_context(|| format!("cannot run {cmd:?}"))?;
+    // taskset execs the workload: same pid.
+    let pid = child.id();
+    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({})", out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let mut v = text
+        .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["case"] == case)
-        .with_context(|| format!("no loop summary in the output of {cmd:?}: {text}"))
+        .with_context(|| format!("no loop summary in the output of {cmd:?}: {text}"))?;
+    v["pid"] = json!(pid);
+    Ok(v)
 }
 
 /// The workload pinned to [`WORKLOAD_CPU`] with `args`, under `strace -f` (pinned to the
@@ -257,9 +333,60 @@ fn workload_with(args: &[&str], strace: bool) -> Command {
     c
 }
 
-/// The workload pinned to [`WORKLOAD_CPU`] in loop mode.
-fn workload(calls: u64) -> Command {
-    workload_with(&["--loop", &calls.to_string(), "--size", SIZE], false)
+/// The workload pinned to [`WORKLOAD_CPU`] in loop mode, paced at `rate` calls/s if given.
+fn workload(calls: u64, rate: Option<u64>) -> Command {
+    let calls = calls.to_string();
+    let mut args = vec!["--loop", &calls, "--size", SIZE];
+    let rate = rate.map(|r| r.to_string());
+    if let Some(r) = &rate {
+        args.extend(["--rate", r]);
+    }
+    workload_with(&args, false)
+}
+
+/// What the tracer's own accounting says about a run: its stop line on stderr (events, lost,
+/// incomplete) and, when it wrote a file, the workload's events in it.
+fn delivery(log: &str, file: Option<&Path>, made: u64, workload_pid: u64) -> Result<Delivery> {
+    let mut d = Delivery {
+        made,
+        ..Delivery::default()
+    };
+    match file {
+        Some(path) => {
+            let mut stop = None;
+            for line in std::fs::read_to_string(path)?.lines() {
+                let v: Value = serde_json::from_str(line)
+                    .with_context(|| format!("not JSON in the tracer's output: {line}"))?;
+                match v["eventName"].as_str() {
+                    Some("sendfile") if v["hostProcessId"].as_u64() == Some(workload_pid) => {
+                        d.delivered += 1;
+                    }
+                    Some("tracer_stop") => stop = Some(v),
+                    _ => {}
+                }
+            }
+            let stop = stop.context("no tracer_stop record in the tracer's output")?;
+            d.lost = stop["lost"].as_u64().unwrap_or(0) + stop["incomplete"].as_u64().unwrap_or(0);
+            d.exact = true;
+        }
+        None => {
+            // "stopped on SIGINT: N events, L lost, I incomplete"
+            let line = log
+                .lines()
+                .find_map(|l| l.split_once("stopped on ").map(|(_, rest)| rest))
+                .with_context(|| format!("no stop line from the tracer:\n{log}"))?;
+            let nums: Vec<u64> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let [events, lost, incomplete] = nums[..] else {
+                bail!("unexpected stop line from the tracer: {line}");
+            };
+            d.delivered = events;
+            d.lost = lost + incomplete;
+        }
+    }
+    Ok(d)
 }
 
 /// ns per getpid(2) while a variant is attached.
@@ -316,33 +443,59 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
     }))
 }
 
+/// One timed run of a variant.
+struct Run {
+    /// Wall ns per sendfile call.
+    ns: f64,
+    /// CPU ns per sendfile call of the calling thread.
+    cpu_ns: f64,
+    /// ns per getpid call while attached.
+    getpid: f64,
+    /// What our tracer delivered (ours only).
+    delivery: Option<Delivery>,
+}
+
 /// One timed run of a variant: ns per sendfile call, and ns per getpid call while attached.
-fn measure(kind: &Kind, calls: u64, getpid_calls: u64) -> Result<(f64, f64)> {
+fn measure(kind: &Kind, calls: u64, rate: Option<u64>, getpid_calls: u64) -> Result<Run> {
     let mut getpid = f64::NAN;
     let mut both = |cmd: &mut Command| -> Result<Value> {
         let s = run_loop(cmd)?;
         getpid = getpid_ns(kind, getpid_calls)?;
         Ok(s)
     };
+    let mut delivered = None;
     let summary = match kind {
         Kind::Strace => both(&mut workload_with(
             &["--loop", &calls.to_string(), "--size", SIZE],
             true,
         ))?,
         _ => {
+            let events = bench_dir().join("events.jsonl");
             let tracer = attach(kind)?;
-            let s = both(&mut workload(calls));
+            let s = both(&mut workload(calls, rate));
             if let Some(t) = tracer {
-                stop(t)?;
+                let log = stop(t)?;
+                if let (Kind::Ours { file, .. }, Ok(s)) = (kind, &s) {
+                    let made = s["calls"].as_u64().unwrap_or(0);
+                    let pid = s["pid"].as_u64().unwrap_or(0);
+                    delivered = Some(delivery(&log, file.then_some(&*events), made, pid)?);
+                }
             }
-            let _ = std::fs::remove_file(bench_dir().join("events.jsonl"));
+            let _ = std::fs::remove_file(&events);
             s?
         }
     };
-    let ns = summary["nsPerCall"]
-        .as_f64()
-        .context("loop summary without nsPerCall")?;
-    Ok((ns, getpid))
+    let num = |key: &str| {
+        summary[key]
+            .as_f64()
+            .with_context(|| format!("loop summary without {key}"))
+    };
+    Ok(Run {
+        ns: num("nsPerCall")?,
+        cpu_ns: num("cpuNsPerCall")?,
+        getpid,
+        delivery: delivered,
+    })
 }
 
 /// One BPF program a process holds open, from its fdinfo: tag, runs, run time, and the
@@ -434,7 +587,9 @@ fn profile(name: &str, kind: &Kind, calls: u64) -> Result<Vec<Value>> {
     let Some(tracer) = attach(kind)? else {
         return Ok(Vec::new());
     };
-    let run = run_loop(&mut workload(calls));
+    // Paced, so that the entry program never takes its ring-full exit: the figures are those of
+    // calls traced in full.
+    let run = run_loop(&mut workload(calls, Some(PACED_COST_RATE)));
     let progs = programs_of(tracer.child.id());
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
     let rows = progs
@@ -456,9 +611,10 @@ fn profile(name: &str, kind: &Kind, calls: u64) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// Runs the `pipeline` example of sendfile-trace pinned to the tracer's CPU: one JSON line per
+/// Builds the `pipeline` example of sendfile-trace and runs it pinned to the tracer's CPU, after
+/// `baseline` (a pipeline binary built from another tree) if given: one JSON object per tree and
 /// format with events per second.
-fn userspace_throughput() -> Result<Vec<Value>> {
+fn userspace_throughput(baseline: Option<&Path>) -> Result<Vec<Value>> {
     tools::run(
         tools::cargo(tools::HOST_TOOLCHAIN)
             .current_dir(workspace_root())
@@ -472,18 +628,32 @@ fn userspace_throughput() -> Result<Vec<Value>> {
             ])
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
     )?;
-    let out = Command::new("taskset")
-        .args(["-c", TRACER_CPU])
-        .arg(workspace_root().join("target/release/examples/pipeline"))
-        .output()
-        .context("cannot run the pipeline example")?;
-    if !out.status.success() {
-        bail!("the pipeline example failed ({})", out.status);
+    let ours = workspace_root().join("target/release/examples/pipeline");
+    let mut rows = Vec::new();
+    for (label, bin) in baseline
+        .map(|b| ("baseline", b))
+        .into_iter()
+        .chain([("this tree", ours.as_path())])
+    {
+        let out = Command::new("taskset")
+            .args(["-c", TRACER_CPU])
+            .arg(bin)
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!("{} failed ({})", bin.display(), out.status);
+        }
+        rows.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|mut v| {
+                    v["tracer"] = json!(label);
+                    v
+                }),
+        );
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    Ok(rows)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -525,7 +695,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
-fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
+fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
     let _ = std::fs::remove_file(&out);
     let mut args = vec!["--hook", HOOKS[0], "--output"];
@@ -540,7 +710,7 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
         .unwrap_or(0);
     let t = start(
         "sendfile-trace",
-        &compile::host_bin("sendfile-trace"),
+        bin,
         &args,
         Ready::File(out.clone(), "\"tracer_start\""),
     )?;
@@ -608,7 +778,8 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     let made = summary["calls"].as_u64().unwrap_or(0);
     let lost = stop_rec["lost"].as_u64().unwrap_or(0);
     Ok(json!({
-        "ringBufferSize": ring_buffer_size.unwrap_or("default (4M)"),
+        "tracer": label,
+        "ringBufferSize": ring_buffer_size.unwrap_or("default"),
         "made": made,
         "delivered": delivered,
         "lost": lost,
@@ -642,7 +813,7 @@ fn svg(rows: &[(String, f64)]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"13\">\n\
          <text x=\"10\" y=\"22\" font-size=\"15\">sendfile 64 B page cache → /dev/null: \
-         ns per call (median)</text>\n"
+         CPU ns per call of the calling thread (median)</text>\n"
     );
     for (i, (name, ns)) in rows.iter().enumerate() {
         let y = 36.0 + i as f64 * (bar + gap);
@@ -669,6 +840,7 @@ fn svg(rows: &[(String, f64)]) -> String {
 
 /// Installs what is missing, builds, runs every variant, writes the table, JSON and SVG.
 pub fn bench(args: BenchArgs) -> Result<i32> {
+    let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     tools::ensure_all()?;
     tools::apt_install(&["bpftrace", "strace"])?;
     // Builds the daemon, the workload and sendfile-trace-floor (a bin of the same package).
@@ -679,152 +851,343 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     }
 
     let mut variants = vec![
-        Variant::new("untraced", Kind::Untraced, args.calls),
-        Variant::new("floor (empty tp progs)", Kind::Floor, args.calls),
+        Variant::new("untraced", Kind::Untraced, args.calls, None),
+        Variant::new("floor (empty tp progs)", Kind::Floor, args.calls, None),
     ];
     for hook in HOOKS {
         variants.push(Variant::new(
             &format!("ours {hook} → /dev/null"),
             Kind::Ours { hook, file: false },
             args.calls,
+            None,
         ));
         variants.push(Variant::new(
             &format!("ours {hook} → file"),
             Kind::Ours { hook, file: true },
             args.calls,
+            None,
         ));
     }
-    variants.push(Variant::new("bpftrace", Kind::Bpftrace, args.calls));
-    variants.push(Variant::new("strace", Kind::Strace, args.strace_calls));
+    variants.push(Variant::new("bpftrace", Kind::Bpftrace, args.calls, None));
+    variants.push(Variant::new(
+        "strace",
+        Kind::Strace,
+        args.strace_calls,
+        None,
+    ));
+    // The same at a rate that loses nothing: cost from the calling thread's CPU time.
+    let paced = Some(PACED_COST_RATE);
+    let k = PACED_COST_RATE / 1000;
+    variants.push(Variant::new(
+        &format!("untraced @{k}k/s"),
+        Kind::Untraced,
+        PACED_COST_CALLS,
+        paced,
+    ));
+    variants.push(Variant::new(
+        &format!("floor @{k}k/s"),
+        Kind::Floor,
+        PACED_COST_CALLS,
+        paced,
+    ));
+    for hook in HOOKS {
+        variants.push(Variant::new(
+            &format!("ours {hook} → /dev/null @{k}k/s"),
+            Kind::Ours { hook, file: false },
+            PACED_COST_CALLS,
+            paced,
+        ));
+        variants.push(Variant::new(
+            &format!("ours {hook} → file @{k}k/s"),
+            Kind::Ours { hook, file: true },
+            PACED_COST_CALLS,
+            paced,
+        ));
+    }
 
-    for round in 1..=args.rounds {
-        for v in &mut variants {
-            // getpid is ~10× cheaper than sendfile: 5× the calls for a comparable run time.
-            let getpid_calls = v.calls * 5;
-            let (ns, getpid) = measure(&v.kind, v.calls, getpid_calls)
-                .with_context(|| format!("variant {} in round {round}", v.name))?;
-            eprintln!(
-                "xtask: bench round {round}: {:<28} {ns:>9.1} ns/sendfile {getpid:>8.1} ns/getpid",
-                v.name
+    let mut table = String::new();
+    let mut rows = Vec::new();
+    let mut json_variants = Vec::new();
+    if run(Section::Costs) {
+        for round in 1..=args.rounds {
+            for v in &mut variants {
+                // getpid is ~10× cheaper than sendfile: 5× the calls for a comparable run time.
+                let getpid_calls = v.calls * 5;
+                let r = measure(&v.kind, v.calls, v.rate, getpid_calls)
+                    .with_context(|| format!("variant {} in round {round}", v.name))?;
+                let d = r.delivery.map_or(String::new(), |d| {
+                    format!(" {}/{} delivered, {} lost", d.delivered, d.made, d.lost)
+                });
+                eprintln!(
+                    "xtask: bench round {round}: {:<36} {:>9.1} ns/sendfile {:>8.1} cpu ns {:>8.1} ns/getpid{d}",
+                    v.name, r.ns, r.cpu_ns, r.getpid
+                );
+                v.ns_per_call.push(r.ns);
+                v.cpu_ns.push(r.cpu_ns);
+                v.getpid_ns.push(r.getpid);
+                v.delivery.extend(r.delivery);
+            }
+        }
+        cost_table(&variants, &mut table, &mut rows, &mut json_variants);
+    }
+
+    let mut programs = Vec::new();
+    if run(Section::Profile) {
+        eprintln!("xtask: bench per-program profile (BPF run-time statistics)");
+        for v in variants.iter().filter(|v| {
+            v.rate.is_none()
+                && matches!(
+                    v.kind,
+                    Kind::Floor | Kind::Bpftrace | Kind::Ours { file: false, .. }
+                )
+        }) {
+            programs.extend(profile(&v.name, &v.kind, PACED_COST_CALLS)?);
+        }
+        let _ = writeln!(
+            table,
+            "\nper BPF program during {PACED_COST_CALLS} calls at {PACED_COST_RATE}/s (kernel BPF \
+             stats; each run includes the stats' own cost):"
+        );
+        let _ = writeln!(
+            table,
+            "{:<28} {:<18} {:>10} {:>10} {:>14}",
+            "variant", "program", "runs", "ns/run", "verified insns"
+        );
+        for p in &programs {
+            let _ = writeln!(
+                table,
+                "{:<28} {:<18} {:>10} {:>10.1} {:>14}",
+                p["variant"].as_str().unwrap_or(""),
+                p["program"].as_str().unwrap_or(""),
+                p["runs"].to_string(),
+                p["nsPerRun"].as_f64().unwrap_or(f64::NAN),
+                p["verifiedInsns"].to_string(),
             );
-            v.ns_per_call.push(ns);
-            v.getpid_ns.push(getpid);
         }
     }
 
-    let base = median(&variants[0].ns_per_call);
-    let added = |name_start: &str| {
+    let mut pipeline = Vec::new();
+    if run(Section::Userspace) {
+        eprintln!("xtask: bench userspace throughput (the daemon's pipeline, one core)");
+        // A `pipeline` binary beside the baseline tracer is that tree's pipeline.
+        let base_pipeline = args
+            .baseline
+            .as_ref()
+            .and_then(|b| b.parent())
+            .map(|d| d.join("pipeline"))
+            .filter(|p| p.exists());
+        pipeline = userspace_throughput(base_pipeline.as_deref())?;
+        let _ = writeln!(
+            table,
+            "\nuserspace, one core (the daemon's decode + join + enrich + encode + output + file \
+             sink on recorded nginx-like records, all threads pinned to one CPU; events per second \
+             of process CPU time, best of 3):"
+        );
+        let _ = writeln!(
+            table,
+            "{:<10} {:<10} {:>14} {:>12} {:>14} {:>14}",
+            "tree", "format", "events/s", "ns/event", "bytes/event", "sink dropped"
+        );
+        for p in &pipeline {
+            let _ = writeln!(
+                table,
+                "{:<10} {:<10} {:>14} {:>12} {:>14} {:>14}",
+                p["tracer"].as_str().unwrap_or(""),
+                p["format"].as_str().unwrap_or(""),
+                p["eventsPerSecond"].to_string(),
+                p["nsPerEvent"].to_string(),
+                p["bytesPerEvent"].to_string(),
+                p["sinkDropped"].to_string(),
+            );
+        }
+    }
+
+    let mut bursts = Vec::new();
+    if run(Section::Burst) {
+        eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
+        if let Some(b) = &args.baseline {
+            bursts.push(burst("baseline", b, None)?);
+        }
+        let ours = compile::host_bin("sendfile-trace");
+        bursts.push(burst("this tree", &ours, None)?);
+        bursts.push(burst("this tree", &ours, Some("4096"))?);
+        burst_table(&bursts, &mut table);
+    }
+
+    let mut capacity_runs = Vec::new();
+    if run(Section::Capacity) {
+        let mut bins = Vec::new();
+        if let Some(b) = &args.baseline {
+            bins.push(("baseline".to_owned(), b.clone()));
+        }
+        bins.push(("this tree".to_owned(), compile::host_bin("sendfile-trace")));
+        for (label, bin) in &bins {
+            eprintln!("xtask: bench capacity of {label} ({})", bin.display());
+            capacity_runs.push(capacity(label, bin)?);
+        }
+        capacity_table(&capacity_runs, &mut table);
+    }
+    print!("{table}");
+
+    let results = json!({
+        "workload": {"size": 64, "workloadCpu": 0, "tracerCpu": 1, "rounds": args.rounds},
+        "variants": json_variants,
+        "bursts": bursts,
+        "userspace": pipeline,
+        "programs": programs,
+        "capacity": capacity_runs,
+    });
+    let json_path = bench_dir().join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
+    let svg_path = bench_dir().join("cost.svg");
+    if !rows.is_empty() {
+        std::fs::write(&svg_path, svg(&rows))?;
+    }
+    let _ = std::fs::remove_file(bench_dir().join("sendfile.bt"));
+    eprintln!(
+        "xtask: bench results in {} and {}",
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(0)
+}
+
+/// The cost rows: tight loops by wall time, paced loops by the calling thread's CPU time, each
+/// against the untraced run of its own kind. A run of ours that lost events is not a cost: its
+/// ratios say `INVALID`.
+fn cost_table(
+    variants: &[Variant],
+    table: &mut String,
+    rows: &mut Vec<(String, f64)>,
+    json_variants: &mut Vec<Value>,
+) {
+    // The measure of a variant: the calling thread's CPU ns per call (what the probes add to
+    // the syscall, unblurred by other processes taking the CPU away, as they do on a shared
+    // machine); the wall time per call is beside it.
+    let measure_of = |v: &Variant| median(&v.cpu_ns);
+    let find = |paced: bool, pick: &dyn Fn(&Kind) -> bool| {
         variants
             .iter()
-            .find(|v| v.name.starts_with(name_start))
-            .map(|v| median(&v.ns_per_call) - base)
+            .find(|v| v.rate.is_some() == paced && pick(&v.kind))
+            .map(measure_of)
     };
-    let floor_added = added("floor").unwrap_or(f64::NAN);
-    let bpftrace_added = added("bpftrace").unwrap_or(f64::NAN);
-
+    let base_of = |paced: bool| find(paced, &|k| matches!(k, Kind::Untraced)).unwrap_or(f64::NAN);
+    let floor_of = |paced: bool| {
+        find(paced, &|k| matches!(k, Kind::Floor)).map_or(f64::NAN, |f| f - base_of(paced))
+    };
+    let bpftrace_added =
+        find(false, &|k| matches!(k, Kind::Bpftrace)).map_or(f64::NAN, |b| b - base_of(false));
     let getpid_base = median(&variants[0].getpid_ns);
-    let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}",
-        "variant", "calls", "ns/call", "added ns", "÷floor", "÷bpftrace", "getpid ns", "added ns"
+        "cost per sendfile call: cpu ns = the calling thread's CPU time (user + system, the \
+         probes included) per call, median of rounds; tight loops and paced (@) loops; \
+         delivered/made is the worst round's; a row of ours that lost events is INVALID as a cost"
     );
-    let mut rows = Vec::new();
-    let mut json_variants = Vec::new();
-    for v in &variants {
-        let med = median(&v.ns_per_call);
-        let add = med - base;
+    let _ = writeln!(
+        table,
+        "{:<36} {:>8} {:>10} {:>10} {:>10} {:>9} {:>10} {:>17} {:>10} {:>10}",
+        "variant",
+        "calls",
+        "wall ns",
+        "cpu ns",
+        "added ns",
+        "÷floor",
+        "÷bpftrace",
+        "delivered/made",
+        "getpid ns",
+        "added ns"
+    );
+    for v in variants {
+        let paced = v.rate.is_some();
+        let med = measure_of(v);
+        let add = med - base_of(paced);
         let is_ours = matches!(v.kind, Kind::Ours { .. });
+        let worst = v
+            .delivery
+            .iter()
+            .copied()
+            .min_by_key(|d| (d.valid(), d.delivered));
+        let valid = v.delivery.iter().all(Delivery::valid);
         // A ratio to an added cost that noise made zero or negative means nothing.
-        let ratio = |d: f64| match (is_ours, d > 0.0) {
-            (true, true) => format!("{:.2}", add / d),
-            (true, false) => "n/a".into(),
-            (false, _) => String::new(),
+        let ratio = |d: f64| match (is_ours, valid, d > 0.0) {
+            (true, false, _) => "INVALID".into(),
+            (true, true, true) => format!("{:.2}", add / d),
+            (true, true, false) => "n/a".into(),
+            (false, ..) => String::new(),
+        };
+        let bpftrace_ratio = if paced {
+            String::new()
+        } else {
+            ratio(bpftrace_added)
         };
         let getpid = median(&v.getpid_ns);
         let _ = writeln!(
             table,
-            "{:<28} {:>8} {:>10.1} {:>10.1} {:>10} {:>12} {:>10.1} {:>10.1}",
+            "{:<36} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>10} {:>17} {:>10.1} {:>10.1}",
             v.name,
             v.calls,
+            if paced {
+                f64::NAN
+            } else {
+                median(&v.ns_per_call)
+            },
             med,
             add,
-            ratio(floor_added),
-            ratio(bpftrace_added),
+            ratio(floor_of(paced)),
+            bpftrace_ratio,
+            worst.map_or(String::new(), |d| format!(
+                "{}/{}{}",
+                d.delivered,
+                d.made,
+                if d.lost > 0 { " LOSS" } else { "" }
+            )),
             getpid,
             getpid - getpid_base
         );
-        rows.push((v.name.clone(), med));
+        if !paced {
+            rows.push((v.name.clone(), med));
+        }
         json_variants.push(json!({
             "name": v.name,
             "calls": v.calls,
+            "rate": v.rate,
             "nsPerCallRounds": v.ns_per_call,
-            "nsPerCallMedian": med,
+            "nsPerCallMedian": median(&v.ns_per_call),
+            "cpuNsPerCallRounds": v.cpu_ns,
+            "cpuNsPerCallMedian": median(&v.cpu_ns),
+            "measure": "cpuNsPerCall",
             "addedNs": add,
-            "addedOverFloor": ratio_json(is_ours, add, floor_added),
-            "addedOverBpftrace": ratio_json(is_ours, add, bpftrace_added),
+            "valid": !is_ours || valid,
+            "delivery": v.delivery.iter().map(|d| json!({
+                "made": d.made, "delivered": d.delivered, "lost": d.lost,
+                "workloadOnly": d.exact, "valid": d.valid(),
+            })).collect::<Vec<_>>(),
+            "addedOverFloor": if valid { ratio_json(is_ours, add, floor_of(paced)) } else { Value::Null },
+            "addedOverBpftrace": if valid && !paced { ratio_json(is_ours, add, bpftrace_added) } else { Value::Null },
             "getpidNsRounds": v.getpid_ns,
             "getpidNsMedian": getpid,
             "getpidAddedNs": getpid - getpid_base,
         }));
     }
-
-    eprintln!("xtask: bench per-program profile (BPF run-time statistics)");
-    let mut programs = Vec::new();
-    for v in variants.iter().filter(|v| {
-        matches!(
-            v.kind,
-            Kind::Floor | Kind::Bpftrace | Kind::Ours { file: false, .. }
-        )
-    }) {
-        programs.extend(profile(&v.name, &v.kind, v.calls)?);
+    let _ = writeln!(
+        table,
+        "(/dev/null rows count every event the tracer wrote, other processes' too; file rows \
+         only the workload's)"
+    );
+    for paced in [false, true] {
+        let floor = floor_of(paced);
+        if floor.is_nan() || floor <= 0.0 {
+            let _ = writeln!(
+                table,
+                "note: the floor's added cost is {floor:.1} ns, within noise: ratios to it are n/a"
+            );
+        }
     }
-    let _ = writeln!(
-        table,
-        "\nper BPF program during {} calls (kernel BPF stats; each run includes the stats' own cost):",
-        args.calls
-    );
-    let _ = writeln!(
-        table,
-        "{:<28} {:<18} {:>10} {:>10} {:>14}",
-        "variant", "program", "runs", "ns/run", "verified insns"
-    );
-    for p in &programs {
-        let _ = writeln!(
-            table,
-            "{:<28} {:<18} {:>10} {:>10.1} {:>14}",
-            p["variant"].as_str().unwrap_or(""),
-            p["program"].as_str().unwrap_or(""),
-            p["runs"].to_string(),
-            p["nsPerRun"].as_f64().unwrap_or(f64::NAN),
-            p["verifiedInsns"].to_string(),
-        );
-    }
+}
 
-    eprintln!("xtask: bench userspace throughput (decode + enrich + encode, one core)");
-    let pipeline = userspace_throughput()?;
-    let _ = writeln!(
-        table,
-        "\nuserspace, one core (decode + join + enrich + encode of recorded nginx-like records):"
-    );
-    let _ = writeln!(
-        table,
-        "{:<10} {:>14} {:>12} {:>14}",
-        "format", "events/s", "ns/event", "bytes/event"
-    );
-    for p in &pipeline {
-        let _ = writeln!(
-            table,
-            "{:<10} {:>14} {:>12} {:>14}",
-            p["format"].as_str().unwrap_or(""),
-            p["eventsPerSecond"].to_string(),
-            p["nsPerEvent"].to_string(),
-            p["bytesPerEvent"].to_string()
-        );
-    }
-
-    eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
-    let bursts = [burst(None)?, burst(Some("4096"))?];
+/// The burst rows.
+fn burst_table(bursts: &[Value], table: &mut String) {
     let _ = writeln!(
         table,
         "\nburst {BURST_THREADS}×{BURST_CALLS} under ours ({}):",
@@ -832,7 +1195,8 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     );
     let _ = writeln!(
         table,
-        "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "{:<10} {:<12} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "tree",
         "ring buffer",
         "made",
         "calls/s",
@@ -845,10 +1209,11 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     );
     // "incomplete": delivered without descriptors and process context (the ring was full at
     // syscall entry but not at exit); they are in "delivered".
-    for b in &bursts {
+    for b in bursts {
         let _ = writeln!(
             table,
-            "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            "{:<10} {:<12} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            b["tracer"].as_str().unwrap_or(""),
             b["ringBufferSize"].as_str().unwrap_or(""),
             b["made"].to_string(),
             b["callsPerSecond"]
@@ -866,56 +1231,127 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 .map_or("?".into(), |m| format!("{m:.1}")),
         );
     }
-    if floor_added.is_nan() || floor_added <= 0.0 {
-        let _ = writeln!(
-            table,
-            "\nnote: the floor's added cost is {floor_added:.1} ns, within noise: ratios to it are n/a"
-        );
+}
+
+/// One capacity step: the tracer at default settings writing tracee JSON to a file, the
+/// workload paced at `rate` calls/s for [`CAPACITY_SECONDS`] on the other CPU.
+fn capacity_step(bin: &Path, rate: u64) -> Result<Value> {
+    let out = bench_dir().join("capacity.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let out_s = out.to_string_lossy().into_owned();
+    let t = start(
+        "sendfile-trace",
+        bin,
+        &["--hook", HOOKS[0], "--format", "tracee", "--output", &out_s],
+        Ready::File(out.clone(), "\"tracer_start\""),
+    )?;
+    let pid = t.child.id();
+    let run = run_loop(&mut workload(rate * CAPACITY_SECONDS, Some(rate)));
+    // Past the 250 ms loss poll, so that events_lost records are in before the stop.
+    std::thread::sleep(Duration::from_millis(300));
+    let hwm = vm_hwm_kib(pid);
+    let log = stop(t)?;
+    let summary = run?;
+    let made = summary["calls"].as_u64().unwrap_or(0);
+    let d = delivery(&log, Some(&out), made, summary["pid"].as_u64().unwrap_or(0))?;
+    let _ = std::fs::remove_file(&out);
+    let achieved = summary["elapsedNs"]
+        .as_f64()
+        .filter(|&ns| ns > 0.0)
+        .map_or(0.0, |ns| made as f64 * 1e9 / ns);
+    Ok(json!({
+        "rate": rate,
+        "achievedRate": achieved,
+        "made": made,
+        "delivered": d.delivered,
+        "lost": d.lost,
+        "lossless": d.valid(),
+        // The workload fell more than 5% short of the rate (the CPU was busy elsewhere).
+        "rateHeld": achieved >= 0.95 * rate as f64,
+        "vmHwmKiB": hwm,
+    }))
+}
+
+/// The capacity steps of one tracer binary: rates stepped up until one loses events; the
+/// highest rate held with delivered == made is its lossless capacity.
+fn capacity(label: &str, bin: &Path) -> Result<Value> {
+    let mut steps = Vec::new();
+    let mut best = None;
+    for rate in CAPACITY_RATES {
+        let step = capacity_step(bin, rate)?;
+        eprintln!("xtask: bench capacity {label} {rate}/s: {step}");
+        let ok = step["lossless"] == true;
+        let held = step["rateHeld"] == true;
+        steps.push(step);
+        if !ok {
+            break;
+        }
+        if held {
+            best = Some(rate);
+        } else {
+            // The workload cannot go faster here: higher steps would not be higher rates.
+            break;
+        }
     }
-    for v in variants
-        .iter()
-        .filter(|v| matches!(v.kind, Kind::Ours { .. }))
-    {
-        let add = median(&v.ns_per_call) - base;
-        if floor_added > 0.0 && add > 1.5 * floor_added {
+    Ok(json!({
+        "tracer": label,
+        "binary": bin.display().to_string(),
+        "highestLosslessRate": best,
+        "steps": steps,
+    }))
+}
+
+/// The capacity rows, one per binary and step.
+fn capacity_table(runs: &[Value], table: &mut String) {
+    let _ = writeln!(
+        table,
+        "\ncapacity: workload paced for {CAPACITY_SECONDS} s per rate (64 B calls to /dev/null), \
+         tracer at default settings writing tracee JSON to a file on the other CPU:"
+    );
+    let _ = writeln!(
+        table,
+        "{:<12} {:>9} {:>12} {:>9} {:>10} {:>8} {:>9} {:>10}",
+        "tracer", "rate", "achieved/s", "made", "delivered", "lost", "lossless", "VmHWM KiB"
+    );
+    for r in runs {
+        for s in r["steps"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 table,
-                "note: {} adds {add:.0} ns, {:.1}× the floor's {floor_added:.0} ns (above 1.5×)",
-                v.name,
-                add / floor_added
+                "{:<12} {:>9} {:>12.0} {:>9} {:>10} {:>8} {:>9} {:>10}",
+                r["tracer"].as_str().unwrap_or(""),
+                s["rate"].to_string(),
+                s["achievedRate"].as_f64().unwrap_or(f64::NAN),
+                s["made"].to_string(),
+                s["delivered"].to_string(),
+                s["lost"].to_string(),
+                s["lossless"].to_string(),
+                s["vmHwmKiB"].to_string(),
             );
         }
     }
-    print!("{table}");
-
-    let results = json!({
-        "workload": {"size": 64, "workloadCpu": 0, "tracerCpu": 1, "rounds": args.rounds},
-        "variants": json_variants,
-        "bursts": bursts,
-        "userspace": pipeline,
-        "programs": programs,
-    });
-    let json_path = bench_dir().join("results.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
-    let svg_path = bench_dir().join("cost.svg");
-    std::fs::write(&svg_path, svg(&rows))?;
-    let _ = std::fs::remove_file(bench_dir().join("sendfile.bt"));
-    eprintln!(
-        "xtask: bench results in {} and {}",
-        json_path.display(),
-        svg_path.display()
-    );
-    Ok(0)
+    for r in runs {
+        let _ = writeln!(
+            table,
+            "{}: highest rate held {CAPACITY_SECONDS} s with delivered == made: {}",
+            r["tracer"].as_str().unwrap_or(""),
+            r["highestLosslessRate"]
+                .as_u64()
+                .map_or("none of the steps".into(), |r| format!("{r} calls/s"))
+        );
+    }
 }
 
 impl Variant {
-    fn new(name: &str, kind: Kind, calls: u64) -> Variant {
+    fn new(name: &str, kind: Kind, calls: u64, rate: Option<u64>) -> Variant {
         Variant {
             name: name.to_owned(),
             kind,
             calls,
+            rate,
             ns_per_call: Vec::new(),
+            cpu_ns: Vec::new(),
             getpid_ns: Vec::new(),
+            delivery: Vec::new(),
         }
     }
 }

@@ -81,7 +81,7 @@ impl Entry {
             } else {
                 self.path(r.exe)
             };
-            let (path, path_hex) = text(&raw);
+            let (path, path_hex) = text(raw);
             Executable {
                 path,
                 path_hex,
@@ -106,22 +106,31 @@ impl Entry {
             .unwrap_or_default()
     }
 
-    /// A path from its leaf-first components.
+    /// A path from its leaf-first components (`len` byte, then the name), in one allocation:
+    /// the components are placed from the end of the buffer back.
     fn path(&self, s: Seg) -> Vec<u8> {
-        let mut parts = Vec::new();
-        let mut b = self.seg(s);
-        while let Some((&len, rest)) = b.split_first() {
-            let len = (len as usize).min(rest.len());
-            parts.push(&rest[..len]);
-            b = &rest[len..];
+        let seg = self.seg(s);
+        let components = || {
+            let mut b = seg;
+            std::iter::from_fn(move || {
+                let (&len, rest) = b.split_first()?;
+                let len = (len as usize).min(rest.len());
+                let name = &rest[..len];
+                b = &rest[len..];
+                Some(name)
+            })
+        };
+        let total: usize = components().map(|c| c.len() + 1).sum();
+        if total == 0 {
+            return b"/".to_vec();
         }
-        let mut path = Vec::with_capacity(s.len as usize + 1);
-        for p in parts.iter().rev() {
-            path.push(b'/');
-            path.extend_from_slice(p);
-        }
-        if path.is_empty() {
-            path.push(b'/');
+        let mut path = vec![0u8; total];
+        let mut end = total;
+        for c in components() {
+            let start = end - c.len();
+            path[start..end].copy_from_slice(c);
+            path[start - 1] = b'/';
+            end = start - 1;
         }
         path
     }
@@ -162,13 +171,16 @@ pub fn pseudo_name(seg: &[u8], fs_magic: u32, ino: u64) -> Vec<u8> {
 }
 
 /// Text of attacker-controlled bytes, and their hex when they are not UTF-8.
-pub(super) fn text(bytes: &[u8]) -> (String, Option<String>) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_owned(), None),
-        Err(_) => (
-            String::from_utf8_lossy(bytes).into_owned(),
-            Some(hex(bytes)),
-        ),
+pub(super) fn text(bytes: Vec<u8>) -> (String, Option<String>) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                Some(hex(&bytes)),
+            )
+        }
     }
 }
 
@@ -234,7 +246,7 @@ pub(super) fn unix_endpoint(raw: &[u8]) -> Option<Endpoint> {
         Some((0, rest)) => std::iter::once(b'@').chain(rest.iter().copied()).collect(),
         Some(_) => raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())].to_vec(),
     };
-    let (path, path_hex) = text(&bytes);
+    let (path, path_hex) = text(bytes);
     Some(Endpoint::Unix { path, path_hex })
 }
 
@@ -246,7 +258,7 @@ pub(super) fn fd_info(fd: i32, e: &Entry, r: &FdRecord) -> FdInfo {
         } else {
             e.path(r.path)
         };
-        let (path, path_hex) = text(&raw);
+        let (path, path_hex) = text(raw);
         let truncated = r.flags & fd_flags::PATH_TRUNCATED != 0;
         PathInfo {
             path,
@@ -287,8 +299,8 @@ pub(super) fn fd_info(fd: i32, e: &Entry, r: &FdRecord) -> FdInfo {
                 _ => (None, None),
             };
             FdKind::Socket(SocketInfo {
-                family: family_name(r.family).into_owned(),
-                protocol: protocol_name(r.family, r.protocol, r.sock_type).into_owned(),
+                family: family_name(r.family),
+                protocol: protocol_name(r.family, r.protocol, r.sock_type),
                 inode: r.ino,
                 local,
                 remote,

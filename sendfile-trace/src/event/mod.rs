@@ -252,9 +252,9 @@ fn is_false(b: &bool) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct SocketInfo {
     /// `AF_INET`, `AF_INET6`, `AF_UNIX`, or `AF_<n>`.
-    pub family: String,
+    pub family: Cow<'static, str>,
     /// `TCP`, `UDP`, ... for inet; `STREAM`, `DGRAM`, `SEQPACKET` for UNIX.
-    pub protocol: String,
+    pub protocol: Cow<'static, str>,
     /// sockfs inode number (as `fstat` and `/proc/PID/fd` report it).
     pub inode: u64,
     /// This end's address, or null when unbound.

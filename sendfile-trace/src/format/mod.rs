@@ -145,8 +145,15 @@ impl Format {
     pub fn render(&self, rec: Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
             Format::Tracee => tracee::write(rec, out),
-            Format::Ecs => json::write(out, &ecs(rec)),
-            Format::Ocsf => json::write(out, &ocsf(rec)),
+            // The calls through typed documents; the tracer's own rare records through the tree.
+            Format::Ecs => match rec {
+                Record::Sendfile(e) => json::write(out, &ecs::EcsDoc::of(e)),
+                _ => json::write(out, &ecs(rec)),
+            },
+            Format::Ocsf => match rec {
+                Record::Sendfile(e) => json::write(out, &ocsf::OcsfDoc::of(e)),
+                _ => json::write(out, &ocsf(rec)),
+            },
             Format::Text => {
                 out.extend_from_slice(text(rec).as_bytes());
                 Ok(())
@@ -255,6 +262,186 @@ fn sendfile_details(e: &SendfileEvent<'_>) -> Value {
         m.insert(format!("{key}_fd_info"), v);
     }
     d
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed documents: the hot path. Borrowed structs whose fields are declared in the order the
+// tree above serializes them (serde_json's map sorts keys), so the bytes are the same; a unit
+// test compares the two for every kind of descriptor.
+
+/// The fields shared by ECS (`sendfile.*`) and OCSF (`unmapped.sendfile`), keys in sorted order.
+#[derive(Serialize)]
+pub(super) struct Details<'a> {
+    bytes: Option<i64>,
+    cgroup_id: u64,
+    compat: bool,
+    count: u64,
+    cpu: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    hook: &'a str,
+    in_fd: i32,
+    in_fd_info: SortedFd<'a>,
+    in_fd_type: &'static str,
+    offset_after: Option<i64>,
+    offset_before: Option<i64>,
+    offset_ptr: u64,
+    out_fd: i32,
+    out_fd_info: SortedFd<'a>,
+    out_fd_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_name_hex: Option<&'a str>,
+    return_value: i64,
+    schema_version: u32,
+    syscall: &'a str,
+    syscall_nr: u32,
+}
+
+impl<'a> Details<'a> {
+    /// The details of `e`, with `gid` (OCSF) or without (ECS).
+    pub(super) fn of(e: &'a SendfileEvent<'a>, gid: Option<u32>) -> Details<'a> {
+        Details {
+            bytes: (e.return_value >= 0).then_some(e.return_value),
+            cgroup_id: e.cgroup_id,
+            compat: e.context_flags.is_compat,
+            count: e.args[3].value_u64(),
+            cpu: e.processor_id,
+            gid,
+            hook: e.hook,
+            in_fd: e.in_fd.fd,
+            in_fd_info: SortedFd(&e.in_fd),
+            in_fd_type: fd_type(&e.in_fd),
+            offset_after: e.offset_after,
+            offset_before: e.offset_value,
+            offset_ptr: e.args[2].value_u64(),
+            out_fd: e.out_fd.fd,
+            out_fd_info: SortedFd(&e.out_fd),
+            out_fd_type: fd_type(&e.out_fd),
+            process_name_hex: e.process_name_hex.as_deref(),
+            return_value: e.return_value,
+            schema_version: e.schema_version,
+            syscall: e.syscall,
+            syscall_nr: e.syscall_nr,
+        }
+    }
+}
+
+/// A descriptor as the tracee contract writes it (`FdInfo`), keys in sorted order.
+pub(super) struct SortedFd<'a>(&'a FdInfo);
+
+impl Serialize for SortedFd<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fd = self.0;
+        let ty = fd_type(fd);
+        let mut m = s.serialize_map(None)?;
+        match &fd.kind {
+            FdKind::File(p) | FdKind::Chardev(p) | FdKind::Other(p) => {
+                m.serialize_entry("deleted", &p.deleted)?;
+                m.serialize_entry("dev", &p.dev)?;
+                m.serialize_entry("fd", &fd.fd)?;
+                m.serialize_entry("inode", &p.inode)?;
+                m.serialize_entry("path", &p.path)?;
+                if let Some(hex) = &p.path_hex {
+                    m.serialize_entry("pathHex", hex)?;
+                }
+                m.serialize_entry("truncated", &p.truncated)?;
+            }
+            FdKind::Pipe { inode } => {
+                m.serialize_entry("fd", &fd.fd)?;
+                m.serialize_entry("inode", inode)?;
+            }
+            FdKind::Socket(so) => {
+                m.serialize_entry("family", &so.family)?;
+                m.serialize_entry("fd", &fd.fd)?;
+                m.serialize_entry("inode", &so.inode)?;
+                m.serialize_entry("local", &so.local)?;
+                m.serialize_entry("protocol", &so.protocol)?;
+                m.serialize_entry("remote", &so.remote)?;
+            }
+            FdKind::AnonInode { name } => {
+                m.serialize_entry("fd", &fd.fd)?;
+                m.serialize_entry("name", name)?;
+            }
+            FdKind::Unknown { reason } => {
+                m.serialize_entry("fd", &fd.fd)?;
+                m.serialize_entry("reason", reason)?;
+            }
+        }
+        m.serialize_entry("type", ty)?;
+        m.end()
+    }
+}
+
+/// A protocol name in lower case (`tcp`), without allocating for the usual ones.
+pub(super) fn lower(protocol: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    match protocol {
+        "TCP" => Cow::Borrowed("tcp"),
+        "UDP" => Cow::Borrowed("udp"),
+        p if p.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(p.to_ascii_lowercase()),
+        p => Cow::Borrowed(p),
+    }
+}
+
+/// A number written as a JSON string (`"33"`), without allocating.
+pub(super) struct Decimal(pub u64);
+
+impl Serialize for Decimal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(itoa::Buffer::new().format(self.0))
+    }
+}
+
+/// A timestamp written as [`rfc3339`] writes it, without allocating.
+pub(super) struct Rfc3339(pub u64);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 30];
+        s.serialize_str(rfc3339_into(self.0, &mut buf))
+    }
+}
+
+/// Writes `ns` since the epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into `buf` (a u64 of ns
+/// ends in 2554, so the year has four digits).
+pub(super) fn rfc3339_into(ns: u64, buf: &mut [u8; 30]) -> &str {
+    let secs = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    let days = secs / 86_400;
+    let sod = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, for days >= 0).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let put = |buf: &mut [u8; 30], at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(buf, 0, 4, year);
+    buf[4] = b'-';
+    put(buf, 5, 2, month);
+    buf[7] = b'-';
+    put(buf, 8, 2, day);
+    buf[10] = b'T';
+    put(buf, 11, 2, sod / 3600);
+    buf[13] = b':';
+    put(buf, 14, 2, sod / 60 % 60);
+    buf[16] = b':';
+    put(buf, 17, 2, sod % 60);
+    buf[19] = b'.';
+    put(buf, 20, 9, frac);
+    buf[29] = b'Z';
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&buf[..]).unwrap_or("1970-01-01T00:00:00.000000000Z")
 }
 
 impl crate::event::Arg {
@@ -640,6 +827,110 @@ pub(crate) mod tests {
         e.out_fd.kind = FdKind::Pipe { inode: 4242 };
         assert!(text(e.as_record()).contains("sendfile(29<pipe:[4242]>, "));
         assert_eq!(ocsf(e.as_record())["class_uid"], 1001);
+    }
+
+    /// Every kind of descriptor and the optional parts, present and absent.
+    fn variety() -> Vec<SendfileEvent<'static>> {
+        let mut all = vec![socket_event("web-1"), file_event("web-1")];
+        let mut e = socket_event("h");
+        e.out_fd.kind = FdKind::Socket(SocketInfo {
+            family: "AF_INET6".into(),
+            protocol: "UDP".into(),
+            inode: 1,
+            local: None,
+            remote: Some(Endpoint::Inet {
+                ip: "2001:db8::7".into(),
+                port: 40000,
+            }),
+        });
+        e.process_name_hex = Some("ff00".into());
+        e.executable = None;
+        e.host_parent_process_id = None;
+        e.offset_value = None;
+        all.push(e);
+        let mut e = socket_event("h");
+        e.out_fd.kind = FdKind::Socket(SocketInfo {
+            family: "AF_UNIX".into(),
+            protocol: "STREAM".into(),
+            inode: 2,
+            local: Some(Endpoint::Unix {
+                path: "@abs\u{7f}".into(),
+                path_hex: Some("00616273".into()),
+            }),
+            remote: None,
+        });
+        e.in_fd.kind = FdKind::Chardev(PathInfo {
+            path: "/dev/zero".into(),
+            path_hex: Some("2f".into()),
+            truncated: true,
+            inode: 5,
+            dev: 6,
+            deleted: false,
+            ..PathInfo::default()
+        });
+        all.push(e);
+        for kind in [
+            FdKind::Pipe { inode: 4242 },
+            FdKind::AnonInode {
+                name: "[eventfd]".into(),
+            },
+            FdKind::Unknown {
+                reason: "not open".into(),
+            },
+        ] {
+            let mut e = file_event("h");
+            e.out_fd.kind = kind.clone();
+            e.in_fd.kind = kind;
+            e.return_value = -516;
+            e.errno = Some(Cow::Borrowed("ERESTART_RESTARTBLOCK"));
+            all.push(e);
+        }
+        let mut e = socket_event("h");
+        e.out_fd.kind = FdKind::Socket(SocketInfo {
+            family: "AF_INET".into(),
+            protocol: "SCTP\u{2028}".into(),
+            ..SocketInfo::default()
+        });
+        e.timestamp = u64::MAX;
+        e.context_flags.is_compat = true;
+        all.push(e);
+        all
+    }
+
+    #[test]
+    fn typed_ecs_and_ocsf_write_the_bytes_of_the_trees() {
+        // Both through the one JSON writer, which escapes what line readers and terminals
+        // misread.
+        let written = |v: &Value| {
+            let mut out = Vec::new();
+            json::write(&mut out, v).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for e in &variety() {
+            let tree = written(&ecs(e.as_record()));
+            assert_eq!(line(Format::Ecs, e.as_record()), tree);
+            let tree = written(&ocsf(e.as_record()));
+            assert_eq!(line(Format::Ocsf, e.as_record()), tree);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_jiff_writes_them() {
+        let mut buf = [0u8; 30];
+        let mut ns = 0u64;
+        for i in 0..200_000u64 {
+            assert_eq!(rfc3339_into(ns, &mut buf), rfc3339(ns), "{ns}");
+            // Spread over the whole u64 range, leap years and month ends included.
+            ns = ns.wrapping_add(92_233_720_368_547 + i * 7_919);
+        }
+        for ns in [
+            0,
+            951_782_400_000_000_000,
+            4_107_542_400_000_000_000,
+            u64::MAX,
+        ] {
+            assert_eq!(rfc3339_into(ns, &mut buf), rfc3339(ns), "{ns}");
+        }
     }
 
     #[test]

@@ -135,13 +135,19 @@ impl Metrics {
 
     /// Counts one sendfile event.
     pub fn event(&self, hook: &str, failed: bool) {
+        self.event_counter(hook, failed).inc();
+    }
+
+    /// The counter [`Metrics::event`] increments, for a caller that keeps it (the label lookup
+    /// allocates and hashes: too much to do per event).
+    pub fn event_counter(&self, hook: &str, failed: bool) -> Counter {
         let outcome = if failed { "failure" } else { "success" };
         self.events
             .get_or_create(&vec![
                 ("hook", hook.to_owned()),
                 ("outcome", outcome.into()),
             ])
-            .inc();
+            .clone()
     }
 
     /// Counts lost events.
