@@ -6,11 +6,15 @@
 //! `sys_enter`/`sys_exit` for 32-bit tasks). All of them funnel into [`capture`].
 #![no_std]
 #![no_main]
+// Atomic read-modify-write on map memory (see flow.rs): the bpf target's `AtomicU64` has none.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod capture;
 mod fd;
 mod fentry;
 mod floor;
+mod flow;
 mod kernel;
 mod kprobe;
 mod regs;

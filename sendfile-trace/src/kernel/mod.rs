@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod filter;
+pub mod flows;
 pub mod system;
 
 use std::collections::HashSet;
@@ -11,7 +12,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
-use sendfile_trace_common::{Hook, names};
+use sendfile_trace_common::{Hook, flow::names as flow_names, names};
 
 use crate::{
     cli::HookChoice,
@@ -43,6 +44,10 @@ pub struct LoadOptions {
     pub tracer_tgid: u32,
     /// Kernel filters.
     pub filters: FilterSet,
+    /// Flow mode bits (`sendfile_trace_common::flow::mode`); 0 in calls mode without a limit.
+    pub flow_mode: u32,
+    /// `--max-events-per-process` (0: off).
+    pub rate_limit: u64,
 }
 
 impl LoadOptions {
@@ -157,6 +162,8 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::FILTERS, &filters, true)
         .override_global(names::WAKEUP_BYTES, &wakeup, true)
+        .override_global(flow_names::FLOW_MODE, &opts.flow_mode, true)
+        .override_global(flow_names::RATE_LIMIT, &opts.rate_limit, true)
         .load(BPF_OBJECT)
         .map_err(|e| {
             let msg = one_line(&e);
@@ -168,6 +175,10 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
         })?;
     fill_filter_maps(&mut ebpf, &opts.filters)
         .map_err(|e| Error::Load(format!("setting the filters: {e}")))?;
+    if opts.flow_mode != 0 {
+        flows::fill_free(&mut ebpf)
+            .map_err(|e| Error::Load(format!("setting up the flow table: {e}")))?;
+    }
     Ok(ebpf)
 }
 
