@@ -192,7 +192,7 @@ fn traced_loop(args: &[&str], calls: u64, threads: u32, extra: &[&str]) -> (u64,
         "--threads",
         threads_s.as_str(),
     ]
-    .iter()
+    .into_iter()
     .map(OsStr::new)
     .collect();
     a.extend(extra.iter().map(OsStr::new));
