@@ -18,6 +18,10 @@ use super::{Entry, ProcCtx};
 
 /// What one ring-buffer record completed.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned by value and matched at once, never stored; boxing would allocate per call"
+)]
 pub enum Joined {
     /// Nothing to write yet (an entry waiting for its exit, or a withdrawn entry).
     Waiting,
