@@ -20,6 +20,9 @@ pub struct TestArgs {
     /// Skip the kernel × hook matrix (host suite only).
     #[arg(long)]
     pub no_matrix: bool,
+    /// Run only the kernel × hook matrix (no lints, no host suite).
+    #[arg(long, conflicts_with_all = ["no_matrix", "no_lint"])]
+    pub only_matrix: bool,
 }
 
 fn lint() -> Result<()> {
@@ -69,6 +72,10 @@ pub fn test(args: TestArgs) -> Result<i32> {
     tools::ensure_all()?;
     compile::build_host()?;
     let workload32 = compile::build_workload32()?;
+    if args.only_matrix {
+        matrix::run(&selected_kernels(&args))?;
+        return Ok(0);
+    }
     if !args.no_lint {
         lint()?;
     }
@@ -85,15 +92,19 @@ pub fn test(args: TestArgs) -> Result<i32> {
             .env("SENDFILE_WORKLOAD32_BIN", &workload32),
     )?;
     if !args.no_matrix {
-        let kernels: Vec<&'static str> = if args.kernels.is_empty() {
-            matrix::KERNELS.to_vec()
-        } else {
-            matrix::KERNELS
-                .into_iter()
-                .filter(|k| args.kernels.iter().any(|a| a == k))
-                .collect()
-        };
-        matrix::run(&kernels)?;
+        matrix::run(&selected_kernels(&args))?;
     }
     Ok(0)
+}
+
+/// The kernels `--kernel` names, or all of them.
+fn selected_kernels(args: &TestArgs) -> Vec<&'static str> {
+    if args.kernels.is_empty() {
+        matrix::KERNELS.to_vec()
+    } else {
+        matrix::KERNELS
+            .into_iter()
+            .filter(|k| args.kernels.iter().any(|a| a == k))
+            .collect()
+    }
 }
