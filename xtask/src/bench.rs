@@ -68,8 +68,13 @@ enum Kind {
     Untraced,
     /// `sendfile-trace-floor`: empty programs on the tracepoint hook's attach set.
     Floor,
-    /// `sendfile-trace --hook HOOK`, events to /dev/null or to a file.
-    Ours { hook: &'static str, file: bool },
+    /// `sendfile-trace --hook HOOK`, events to /dev/null or to a file; with `flows`, in
+    /// `--mode flows` (the loop's calls are one established flow).
+    Ours {
+        hook: &'static str,
+        file: bool,
+        flows: bool,
+    },
     /// bpftrace with [`BPFTRACE_SCRIPT`], output to /dev/null.
     Bpftrace,
     /// strace -f on the workload, output to /dev/null.
@@ -285,12 +290,15 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
             &[],
             Ready::Stdout("ready"),
         )?,
-        Kind::Ours { hook, file } => {
+        Kind::Ours { hook, file, flows } => {
             let events = bench_dir().join("events.jsonl");
             let _ = std::fs::remove_file(&events);
             let output = events.to_string_lossy().into_owned();
             // To /dev/null: stdout, which start() points there (a file output refuses devices).
             let mut args = vec!["--hook", *hook];
+            if *flows {
+                args.extend(["--mode", "flows"]);
+            }
             if *file {
                 args.extend(["--output", &output]);
             }
@@ -525,10 +533,13 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
-fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
+fn burst(ring_buffer_size: Option<&str>, flows: bool) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
     let _ = std::fs::remove_file(&out);
     let mut args = vec!["--hook", HOOKS[0], "--output"];
+    if flows {
+        args.splice(0..0, ["--mode", "flows"]);
+    }
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
     if let Some(size) = ring_buffer_size {
@@ -584,6 +595,7 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     let mut start_ts = None;
     let mut stop_rec = Value::Null;
     let mut lost_records = 0u64;
+    let mut flow_records = 0u64;
     for line in std::fs::read_to_string(&out)?.lines() {
         let v: Value = serde_json::from_str(line)
             .with_context(|| format!("not JSON in the tracer's output: {line}"))?;
@@ -594,6 +606,13 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
                 if v["hostProcessId"].as_u64() == Some(u64::from(workload_pid)) {
                     delivered += 1;
                 }
+            }
+            // In flows mode a call is delivered as part of its flow's record.
+            Some("sendfile_flow")
+                if v["hostProcessId"].as_u64() == Some(u64::from(workload_pid)) =>
+            {
+                delivered += v["calls"].as_u64().unwrap_or(0);
+                flow_records += 1;
             }
             Some("tracer_start") => start_ts = v["timestamp"].as_u64(),
             Some("events_lost") => lost_records += v["lost"].as_u64().unwrap_or(0),
@@ -608,6 +627,8 @@ fn burst(ring_buffer_size: Option<&str>) -> Result<Value> {
     let made = summary["calls"].as_u64().unwrap_or(0);
     let lost = stop_rec["lost"].as_u64().unwrap_or(0);
     Ok(json!({
+        "mode": if flows { "flows" } else { "calls" },
+        "flowRecords": flow_records,
         "ringBufferSize": ring_buffer_size.unwrap_or("default (4M)"),
         "made": made,
         "delivered": delivered,
@@ -685,12 +706,29 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     for hook in HOOKS {
         variants.push(Variant::new(
             &format!("ours {hook} → /dev/null"),
-            Kind::Ours { hook, file: false },
+            Kind::Ours {
+                hook,
+                file: false,
+                flows: false,
+            },
             args.calls,
         ));
         variants.push(Variant::new(
             &format!("ours {hook} → file"),
-            Kind::Ours { hook, file: true },
+            Kind::Ours {
+                hook,
+                file: true,
+                flows: false,
+            },
+            args.calls,
+        ));
+        variants.push(Variant::new(
+            &format!("ours {hook} flows → null"),
+            Kind::Ours {
+                hook,
+                file: false,
+                flows: true,
+            },
             args.calls,
         ));
     }
@@ -824,7 +862,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     }
 
     eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
-    let bursts = [burst(None)?, burst(Some("4096"))?];
+    let bursts = [
+        burst(None, false)?,
+        burst(Some("4096"), false)?,
+        burst(None, true)?,
+        burst(Some("4096"), true)?,
+    ];
     let _ = writeln!(
         table,
         "\nburst {BURST_THREADS}×{BURST_CALLS} under ours ({}):",
@@ -832,7 +875,8 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     );
     let _ = writeln!(
         table,
-        "{:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "{:<6} {:<16} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "mode",
         "ring buffer",
         "made",
         "calls/s",
@@ -848,7 +892,8 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     for b in &bursts {
         let _ = writeln!(
             table,
-            "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            "{:<6} {:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            b["mode"].as_str().unwrap_or(""),
             b["ringBufferSize"].as_str().unwrap_or(""),
             b["made"].to_string(),
             b["callsPerSecond"]
