@@ -640,3 +640,212 @@ impl Enricher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use sendfile_trace_common::flow::{FlowKey, FlowOpenRecord, kind, word};
+
+    use super::*;
+    use crate::kernel::flows::Slots;
+
+    /// The kernel side as the table sees it: counters in plain memory, keys and free slots
+    /// recorded.
+    struct Fake {
+        slots: Slots,
+        forgotten: Vec<FlowKey>,
+        freed: Vec<u32>,
+    }
+
+    impl FlowKernel for Fake {
+        fn slots(&self) -> &Slots {
+            &self.slots
+        }
+        fn forget(&mut self, key: &FlowKey) {
+            self.forgotten.push(*key);
+        }
+        fn free(&mut self, slot: u32) {
+            self.freed.push(slot);
+        }
+    }
+
+    fn fake() -> Fake {
+        Fake {
+            slots: Slots::anonymous().unwrap(),
+            forgotten: Vec::new(),
+            freed: Vec::new(),
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: plain repr(C) records without implicit padding.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn open(t: &mut FlowTable, k: &mut Fake, slot: u32, tgid: u32) {
+        let rec = FlowOpenRecord {
+            kind: kind::OPEN,
+            slot,
+            pid_tgid: u64::from(tgid) << 32 | u64::from(tgid),
+            start_ns: 1_000,
+            key: FlowKey {
+                tgid,
+                in_file: 0xffff_8880_0000_1000,
+                ..FlowKey::default()
+            },
+            ..FlowOpenRecord::default()
+        };
+        let mut join = Join::default();
+        assert!(
+            t.push(&bytes_of(&rec), &mut join, k, 1_000)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// What the kernel side does for one call: hold, add, release.
+    fn call(k: &Fake, slot: u32, ret: i64, now: u64) {
+        let s = &k.slots;
+        s.word(slot, word::IN_FLIGHT).fetch_add(1, SeqCst);
+        if ret >= 0 {
+            s.word(slot, word::BYTES).fetch_add(ret as u64, SeqCst);
+        } else {
+            s.word(slot, word::FAILED).fetch_add(1, SeqCst);
+            let b = sendfile_trace_common::flow::errno_bucket((-ret) as u32);
+            s.word(slot, word::ERRNOS + b).fetch_add(1, SeqCst);
+        }
+        s.word(slot, word::CALLS).fetch_add(1, SeqCst);
+        s.word(slot, word::LAST_NS).store(now, SeqCst);
+        s.word(slot, word::IN_FLIGHT).fetch_sub(1, SeqCst);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn table(filter: TotalsFilter) -> FlowTable {
+        table_idle(filter, 10)
+    }
+
+    fn table_idle(filter: TotalsFilter, idle_ms: u64) -> FlowTable {
+        FlowTable::new(
+            Timing {
+                idle_ns: idle_ms * MS,
+                interval_ns: 100 * MS,
+            },
+            filter,
+        )
+    }
+
+    #[test]
+    fn interim_records_chain_to_a_final_one_and_the_slot_is_freed() {
+        let (mut t, mut k) = (table(TotalsFilter::default()), fake());
+        open(&mut t, &mut k, 7, 42);
+        for i in 0..5 {
+            call(&k, 7, 100, 2 * MS + i);
+        }
+        // Not idle, not due: nothing.
+        assert!(t.sweep(5 * MS, &mut k).is_empty());
+        call(&k, 7, -11, 95 * MS);
+        // The interval passed (since creation at 1000 ns): an interim record.
+        let r = t.sweep(100 * MS + 1_000, &mut k);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].reason(), r[0].calls()), (Reason::Interval, 6));
+        assert_eq!((r[0].delta.bytes, r[0].delta.failed), (500, 1));
+        assert!(k.freed.is_empty() && k.forgotten.is_empty());
+        call(&k, 7, 200, 101 * MS);
+        // Idle: final record with the calls since the interim one and the running totals.
+        let r = t.sweep(120 * MS, &mut k);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].reason(), r[0].calls()), (Reason::Idle, 1));
+        assert_eq!((r[0].total.calls, r[0].total.bytes), (7, 700));
+        assert_eq!((k.freed.clone(), k.forgotten.len()), (vec![7], 1));
+        assert_eq!(k.slots.load(7, word::GENERATION), 1);
+        for w in [word::CALLS, word::BYTES, word::FAILED, word::LAST_NS] {
+            assert_eq!(k.slots.load(7, w), 0, "word {w} reset");
+        }
+        assert_eq!(t.open_flows(), 0);
+    }
+
+    #[test]
+    fn a_call_in_flight_delays_retirement_until_it_adds_its_result() {
+        let (mut t, mut k) = (table(TotalsFilter::default()), fake());
+        open(&mut t, &mut k, 3, 42);
+        call(&k, 3, 64, 2 * MS);
+        // A call entered before the key was forgotten and has not returned yet.
+        k.slots.word(3, word::IN_FLIGHT).fetch_add(1, SeqCst);
+        k.slots.word(3, word::LAST_NS).store(0, SeqCst);
+        // Held: not idle at all.
+        assert!(t.sweep(50 * MS, &mut k).is_empty());
+        assert!(k.forgotten.is_empty());
+        // Force the retirement path with the hold still taken: the table waits.
+        t.retire(3, Reason::Idle, &mut k, &mut Vec::new());
+        assert_eq!(k.forgotten.len(), 1);
+        assert!(t.sweep(60 * MS, &mut k).is_empty(), "waits for the hold");
+        assert!(k.freed.is_empty());
+        // The call returns: its result is added before its hold is released.
+        k.slots.word(3, word::BYTES).fetch_add(64, SeqCst);
+        k.slots.word(3, word::CALLS).fetch_add(1, SeqCst);
+        k.slots.word(3, word::IN_FLIGHT).fetch_sub(1, SeqCst);
+        let r = t.sweep(70 * MS, &mut k);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].total.calls, r[0].total.bytes), (2, 128));
+        assert_eq!(k.freed, vec![3]);
+    }
+
+    #[test]
+    fn totals_filters_hold_records_back_and_carry_their_counts() {
+        let filter = TotalsFilter {
+            errors_only: false,
+            min_bytes: Some(1_000),
+        };
+        let (mut t, mut k) = (table_idle(filter, 1_000), fake());
+        open(&mut t, &mut k, 1, 42);
+        call(&k, 1, 600, 2 * MS);
+        assert!(t.sweep(100 * MS + 1_000, &mut k).is_empty(), "600 < 1000");
+        call(&k, 1, 600, 150 * MS);
+        let r = t.sweep(210 * MS, &mut k);
+        assert_eq!(
+            r.len(),
+            1,
+            "carried counts are written once the totals pass"
+        );
+        assert_eq!(r[0].reason(), Reason::Interval);
+        assert_eq!((r[0].delta.calls, r[0].delta.bytes), (2, 1_200));
+        // A flow that never passes writes nothing, and its slot is still freed.
+        open(&mut t, &mut k, 2, 43);
+        call(&k, 2, 10, 300 * MS);
+        assert!(t.sweep(1_400 * MS, &mut k).iter().all(|r| r.open.slot != 2));
+        assert!(k.freed.contains(&2));
+    }
+
+    #[test]
+    fn stop_writes_every_open_flow_with_calls_in_progress() {
+        let (mut t, mut k) = (table(TotalsFilter::default()), fake());
+        open(&mut t, &mut k, 5, 42);
+        call(&k, 5, 64, 2 * MS);
+        k.slots.word(5, word::IN_FLIGHT).fetch_add(1, SeqCst);
+        let r = t.stop(&mut k);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason(), Reason::Stop);
+        assert_eq!(r[0].in_progress, Some(1));
+        assert_eq!(r[0].total.calls, 1);
+    }
+
+    #[test]
+    fn an_aborted_flow_frees_its_slot_and_writes_nothing() {
+        let (mut t, mut k) = (table(TotalsFilter::default()), fake());
+        open(&mut t, &mut k, 9, 42);
+        let a = sendfile_trace_common::flow::FlowAbortRecord {
+            kind: kind::ABORT,
+            slot: 9,
+            generation: 0,
+        };
+        let mut join = Join::default();
+        t.push(&bytes_of(&a), &mut join, &mut k, 2_000).unwrap();
+        assert_eq!((t.open_flows(), k.freed.clone()), (0, vec![9]));
+        assert!(
+            k.forgotten.is_empty(),
+            "the key belongs to the winning flow"
+        );
+    }
+}

@@ -37,6 +37,29 @@ pub struct Slots {
 unsafe impl Send for Slots {}
 
 impl Slots {
+    /// Zeroed counters in anonymous memory, laid out as the kernel's (for tests).
+    pub fn anonymous() -> std::io::Result<Slots> {
+        let len = (SLOTS as usize * size_of::<FlowSlot>()).div_ceil(4096) * 4096;
+        // SAFETY: a fresh private anonymous mapping, zero-filled by the kernel.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Slots {
+            base: p.cast(),
+            len,
+        })
+    }
+
     fn map(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Slots> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
