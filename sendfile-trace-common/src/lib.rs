@@ -4,6 +4,8 @@
 //! layout byte for byte. Userspace-only helpers are behind the `user` feature.
 #![no_std]
 
+pub mod flow;
+
 /// Length of a task's `comm` (including the NUL), as in the kernel's `TASK_COMM_LEN`.
 pub const TASK_COMM_LEN: usize = 16;
 
@@ -29,6 +31,9 @@ pub mod flags {
     pub const OFFSET_32BIT: u32 = 1 << 3;
     /// (in flight) The entry record could not be written: the ring buffer was full.
     pub const ENTRY_LOST: u32 = 1 << 4;
+    /// A call that should have been counted in a flow (`--mode flows`, or folded by the rate
+    /// limit) but was traced as a single call: the flow table was full.
+    pub const FLOW_FALLBACK: u32 = 1 << 5;
 }
 
 /// Which kernel hook produced a record.

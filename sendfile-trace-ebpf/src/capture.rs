@@ -23,11 +23,11 @@ use sendfile_trace_common::{
     lost,
 };
 
-use crate::{fd, regs::Args, task};
+use crate::{fd, flow, regs::Args, task};
 
 /// Records for userspace. Userspace sets the real size at load (`--ring-buffer-size`).
 #[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 /// Calls between entry and exit, by thread. Bounded: a full map is counted, never silent.
 #[map(name = "IN_FLIGHT")]
@@ -111,7 +111,7 @@ macro_rules! global {
 /// `-v`). The log level is a frozen load-time global, so without `-v` the verifier sees the log
 /// branch as dead and neither verifies nor runs it: the counting path costs what it did.
 #[inline(always)]
-fn count_lost(reason: u32) {
+pub(crate) fn count_lost(reason: u32) {
     if let Some(p) = LOST.get_ptr_mut(reason) {
         // SAFETY: a per-CPU slot: nothing else on this CPU writes it concurrently with us.
         let n = unsafe {
@@ -143,7 +143,7 @@ fn count_lost(reason: u32) {
 /// is an interrupt on this CPU). Below it, and above it until the reader drains, the reader's own
 /// timer picks the records up. `reserved`: the write is already counted in the ring's data.
 #[inline(always)]
-fn wakeup(size: u64, reserved: bool) -> u64 {
+pub(crate) fn wakeup(size: u64, reserved: bool) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let (before, after) = if reserved {
         (avail.saturating_sub(size), avail)
@@ -160,7 +160,7 @@ fn wakeup(size: u64, reserved: bool) -> u64 {
 
 /// Reads the offset the user's pointer points to; `None` if the pointer is unreadable.
 #[inline(always)]
-fn read_offset(ptr: u64, f: u32) -> Option<i64> {
+pub(crate) fn read_offset(ptr: u64, f: u32) -> Option<i64> {
     // SAFETY: bpf_probe_read_user validates the user address and fails cleanly.
     unsafe {
         if f & flags::OFFSET_32BIT != 0 {
@@ -250,13 +250,24 @@ pub fn enter(args: Args, hook: u32) {
     if is_tracer(pid_tgid) {
         return;
     }
+    let task = crate::kernel::current_task();
+    let table = fd::table(task);
+    let out = fd::lookup(table, args.out_fd);
+    // Flows: a call of an open flow is only counted (filters applied when the flow was created).
+    let mode = flow::mode();
+    let mut flow_key = None;
+    if mode & sendfile_trace_common::flow::mode::FLOWS != 0
+        && let Some(key) = flow::key(pid_tgid, table, &args, out)
+    {
+        if flow::count(key, pid_tgid, &args) {
+            return;
+        }
+        flow_key = Some(key);
+    }
     let enabled = global!(FILTERS.enabled);
     if enabled != 0 && !admitted(enabled, pid_tgid) {
         return;
     }
-    let task = crate::kernel::current_task();
-    let table = fd::table(task);
-    let out = fd::lookup(table, args.out_fd);
     if enabled & filter::OUT_TYPE != 0 {
         let mut k = fd_kind::UNKNOWN;
         if fd::is_file(out)
@@ -279,8 +290,51 @@ pub fn enter(args: Args, hook: u32) {
     }
     // SAFETY: helper calls without preconditions.
     let start_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // Calls mode with a rate limit: calls beyond it are folded into flows.
+    let mut throttled = false;
+    if flow_key.is_none()
+        && mode & sendfile_trace_common::flow::mode::RATE_LIMIT != 0
+        && flow::over_limit(pid_tgid, start_ns)
+        && let Some(key) = flow::key(pid_tgid, table, &args, out)
+    {
+        if flow::count(key, pid_tgid, &args) {
+            return;
+        }
+        flow_key = Some(key);
+        throttled = true;
+    }
+    // A new flow needs a free slot; without one the call is traced on its own, marked.
+    let slot = match flow_key {
+        Some(_) => {
+            let s = flow::take_slot();
+            if s.is_none() {
+                f |= flags::FLOW_FALLBACK;
+            }
+            s
+        }
+        None => None,
+    };
     if !write_entry(task, table, &args, out, pid_tgid, start_ns) {
         f |= flags::ENTRY_LOST;
+        if let Some(s) = slot {
+            flow::give_back(s);
+        }
+    } else if let (Some(key), Some(s)) = (flow_key, slot) {
+        // The entry record just written describes the flow: announce it and count the call.
+        if flow::open(
+            key,
+            s,
+            &args,
+            pid_tgid,
+            start_ns,
+            offset_before,
+            f,
+            hook,
+            throttled,
+        ) {
+            return;
+        }
+        f |= flags::FLOW_FALLBACK;
     }
     let entry = InFlight {
         start_ns,
@@ -368,6 +422,10 @@ fn write_entry(
 #[inline(always)]
 pub fn exit(ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: helper without preconditions.
+    if flow::mode() != 0 && flow::exit(pid_tgid, ret, unsafe { bpf_ktime_get_boot_ns() }) {
+        return;
+    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(entry) = (unsafe { IN_FLIGHT.get(&pid_tgid) }).copied() else {
         // Not followed: started before we attached, filtered out, or its loss is already counted.

@@ -7,12 +7,16 @@
 //! between x86_64 and arm64 lives in [`arch`], chosen when the object is built.
 #![no_std]
 #![no_main]
+// Atomic read-modify-write on map memory (see flow.rs): the bpf target's `AtomicU64` has none.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod arch;
 mod capture;
 mod fd;
 mod fentry;
 mod floor;
+mod flow;
 mod kernel;
 mod kprobe;
 mod regs;

@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
-use sendfile_trace_common::{InFlight, lost, names};
+use sendfile_trace_common::{InFlight, flow::is_flow_kind, lost, names, record_kind};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -21,11 +21,13 @@ use crate::{
     event::lifecycle::{EventsLost, Fallback, TracerStart, TracerStop},
     event::{
         Containers, Enricher,
+        flow::{FlowData, FlowTable, Timing, TotalsFilter},
         join::{Join, Joined},
     },
     kernel::{
         self as probes, LoadOptions,
         filter::FilterSet,
+        flows::FlowMaps,
         system::{self, WallClock},
     },
     output::{Output, WriteError, WriteResult},
@@ -77,6 +79,19 @@ struct Pipeline {
     proc_cache: BpfHashMap<MapData, u32, [u64; 6]>,
     /// Our main thread's comm, as the kernel keeps it (to recognise our probe call).
     own_comm: [u8; 16],
+    /// Flows (`--mode flows` or a rate limit), with their kernel maps.
+    flows: Option<(FlowTable, FlowMaps)>,
+    /// `sendfile_flow` records written.
+    flow_records: u64,
+    /// Calls counted in flow records by the rate limit.
+    folded_calls: u64,
+}
+
+/// Boot-clock ns now (the clock of the kernel side's timestamps).
+fn boot_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 impl Pipeline {
@@ -94,6 +109,11 @@ impl Pipeline {
 
     /// Handles one ring-buffer record: an entry waits for its exit; an exit becomes an event.
     fn handle(&mut self, item: &[u8]) -> WriteResult {
+        if let Some(k) = record_kind(item)
+            && is_flow_kind(k)
+        {
+            return self.handle_flow(item);
+        }
         match self.join.push(item, Instant::now()) {
             Joined::Waiting => {}
             Joined::Call(r, entry) => {
@@ -113,6 +133,49 @@ impl Pipeline {
                  daemon disagree)",
                 item.len()
             ),
+        }
+        Ok(())
+    }
+
+    /// Handles a flow record: an announced flow (its entry record was the one before), an
+    /// aborted one, or a process going past the rate limit.
+    fn handle_flow(&mut self, item: &[u8]) -> WriteResult {
+        let Some((table, maps)) = &mut self.flows else {
+            log::error!("flow record in calls mode: skipped (BPF object and daemon disagree)");
+            return Ok(());
+        };
+        match table.push(item, &mut self.join, maps, boot_ns()) {
+            Ok(Some(t)) => self.out.write(&self.enricher.throttled(&t))?,
+            Ok(None) => {}
+            Err(what) => log::error!(
+                "malformed {what} record of {} bytes in the ring buffer: skipped (BPF object and \
+                 daemon disagree)",
+                item.len()
+            ),
+        }
+        Ok(())
+    }
+
+    /// Writes the flow records that are due (idle, interval, eviction).
+    fn sweep_flows(&mut self) -> WriteResult {
+        let Some((table, maps)) = &mut self.flows else {
+            return Ok(());
+        };
+        let done = table.sweep(boot_ns(), maps);
+        self.write_flows(done)
+    }
+
+    /// Writes flow records.
+    fn write_flows(&mut self, done: Vec<FlowData>) -> WriteResult {
+        for d in &done {
+            let folded = if d.throttled() { d.calls() } else { 0 };
+            self.out.write(&self.enricher.flow_event(d))?;
+            self.flow_records += 1;
+            self.folded_calls += folded;
+            self.out.metrics().flow_record(d.reason().name(), folded);
+        }
+        if let Some((table, _)) = &self.flows {
+            self.out.metrics().flows_open(table.open_flows());
         }
         Ok(())
     }
@@ -152,7 +215,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let opts = LoadOptions {
         ring_buffer_size: cli.ring_buffer_size,
         tracer: system::TracerSelf::current(),
-        filters,
+        filters: filters.clone(),
         // The kernel side logs its rare paths (first loss per CPU, failed kernel reads) only
         // with -v: off, its log branches are dead code for the verifier.
         kernel_log_level: match cli.verbose {
@@ -160,6 +223,8 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
             1 => aya_log::Level::Debug as u8,
             _ => aya_log::Level::Trace as u8,
         },
+        flow_mode: cli.flow_mode(),
+        rate_limit: cli.max_events_per_process.unwrap_or(0),
     };
     let mut attached = probes::attach(cli.hook, opts)?;
     log::info!(
@@ -182,6 +247,29 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let in_flight: BpfHashMap<MapData, u64, InFlight> =
         BpfHashMap::try_from(take(&mut attached.ebpf, names::IN_FLIGHT)?)
             .map_err(map_err(names::IN_FLIGHT))?;
+    let flows = if cli.flow_mode() != 0 {
+        let timing = Timing {
+            idle_ns: cli.flow_idle.as_nanos() as u64,
+            interval_ns: cli.flow_interval.as_nanos() as u64,
+        };
+        // In flows mode these apply to a flow's totals (in the kernel, to single calls).
+        let filter = TotalsFilter {
+            errors_only: filters.errors_only,
+            min_bytes: filters.min_bytes,
+        };
+        Some((
+            FlowTable::new(timing, filter),
+            FlowMaps::take(&mut attached.ebpf)?,
+        ))
+    } else {
+        None
+    };
+    // Flows are swept often enough that a record is at most a quarter of --flow-idle late.
+    let flow_period = cli
+        .flow_idle
+        .min(cli.flow_interval)
+        .div_f64(4.0)
+        .clamp(Duration::from_millis(5), TICK);
     out.metrics().watch_ring(ring.as_fd(), cli.ring_buffer_size);
     // SAFETY: the ring buffer's fd stays open and unchanged for the AsyncFd's whole life: the
     // RingBuf owns it and only the AsyncFd owns the RingBuf.
@@ -239,6 +327,9 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         join: Join::default(),
         proc_cache,
         own_comm,
+        flows,
+        flow_records: 0,
+        folded_calls: 0,
     };
     if let Err(e) = startup {
         return finish(e);
@@ -246,6 +337,9 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
 
     let mut tick = tokio::time::interval(TICK);
     let mut poll = tokio::time::interval(POLL);
+    let mut flow_tick = tokio::time::interval(flow_period);
+    flow_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flowing = p.flows.is_some();
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Records left in the ring after a full batch: drained on the next turn, without a wakeup.
     let mut backlog = false;
@@ -283,6 +377,13 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 guard.get_inner_mut().flush();
                 Ok(())
             }
+            _ = flow_tick.tick(), if flowing => {
+                // Drain first: a flow announced in the ring is then known before it is swept.
+                p.drain(ring.get_mut(), BATCH)
+                    .map(|more| backlog = more)
+                    .and_then(|()| p.sweep_flows())
+                    .and_then(|()| p.out.flush())
+            }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
         };
@@ -300,7 +401,15 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let unfinished = in_flight.keys().filter(Result::is_ok).count() as u64;
     let ended = p
         .drain(&mut ring, usize::MAX)
-        .and_then(|_| p.report_losses())
+        .and_then(|_| {
+            // Every flow still open ends here, with what its slot holds.
+            let done = match &mut p.flows {
+                Some((table, maps)) => table.stop(maps),
+                None => Vec::new(),
+            };
+            p.write_flows(done)
+        })
+        .and_then(|()| p.report_losses())
         .and_then(|()| {
             if unfinished == 0 {
                 return Ok(());
@@ -327,6 +436,10 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 lost: lost_by_reason.values().sum(),
                 lost_by_reason,
                 incomplete: p.join.incomplete,
+                flow_records: p.flows.is_some().then_some(p.flow_records),
+                folded_calls: (cli.flow_mode() & sendfile_trace_common::flow::mode::RATE_LIMIT
+                    != 0)
+                    .then_some(p.folded_calls),
                 schema_version: SCHEMA_VERSION,
             };
             p.out.write(&stop).map(|()| (stop.lost, stop.incomplete))

@@ -111,6 +111,23 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// A map is not of the kind the daemon reads it as.
+    #[error("map {name} is not {expected}")]
+    MapKind {
+        /// The map's name.
+        name: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// A map could not be mapped into memory.
+    #[error("cannot map {name} into memory: {source}")]
+    Mmap {
+        /// The map's name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The kernel side's log could not be read.
     #[error("the kernel log: {0}")]
     KernelLog(#[source] aya_log::Error),

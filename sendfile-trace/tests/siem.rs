@@ -409,6 +409,104 @@ fn ecs_and_ocsf_of_a_real_run_follow_the_published_schemas() {
 }
 
 #[test]
+fn flow_records_follow_the_published_schemas() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ecs_fields = ecs_fields();
+    let allowed: Value = serde_json::from_str(
+        &std::fs::read_to_string(schema_dir().join("ecs-8.17.0-allowed-values.json")).unwrap(),
+    )
+    .unwrap();
+    let ocsf: Value = serde_json::from_str(
+        &std::fs::read_to_string(schema_dir().join("ocsf-1.2.0.json")).unwrap(),
+    )
+    .unwrap();
+    for format in ["ecs", "ocsf", "text"] {
+        let path = dir.path().join(format!("flows.{format}"));
+        let p = path.to_str().unwrap();
+        let mut run = Run::start(&[
+            "--mode",
+            "flows",
+            "--flow-idle",
+            "200ms",
+            "--format",
+            format,
+            "--output",
+            p,
+        ]);
+        run.wait("tracer_start", |_| file_has(&path, "tracer_start"));
+        let lines = run_workload(&workload_bin(), &[OsStr::new("--flows")]);
+        std::thread::sleep(Duration::from_millis(600));
+        run.stop();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pid = lines[0]["pid"].as_u64().unwrap();
+        let made_bytes: u64 = lines
+            .iter()
+            .flat_map(|l| l["flows"].as_array().unwrap())
+            .map(|f| f["bytes"].as_u64().unwrap())
+            .sum();
+        let made_flows = lines
+            .iter()
+            .map(|l| l["flows"].as_array().unwrap().len())
+            .sum::<usize>();
+        if format == "text" {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(&format!("[{pid}] sendfile_flow#")))
+                .collect();
+            assert_eq!(mine.len(), made_flows, "{text}");
+            assert!(mine.iter().all(|l| l.ends_with(" idle")), "{mine:#?}");
+            continue;
+        }
+        let docs = json_lines(&text);
+        let mine: Vec<&Value> = docs
+            .iter()
+            .filter(|d| match format {
+                "ecs" => d["process"]["pid"] == pid && d["event"]["action"] == "sendfile_flow",
+                _ => {
+                    d["actor"]["process"]["pid"] == pid
+                        && d["metadata"]["event_code"] == "sendfile_flow"
+                }
+            })
+            .collect();
+        assert_eq!(mine.len(), made_flows, "{format}: one record per flow");
+        for d in &docs {
+            match format {
+                "ecs" => check_ecs(d, &ecs_fields, &allowed),
+                _ => check_ocsf(d, &ocsf),
+            }
+        }
+        let details = |d: &Value| match format {
+            "ecs" => d["sendfile"].clone(),
+            _ => d["unmapped"]["sendfile"].clone(),
+        };
+        let bytes: u64 = mine
+            .iter()
+            .map(|d| details(d)["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(bytes, made_bytes, "{format}");
+        // Socket flows carry their bytes where the schema puts traffic.
+        for d in &mine {
+            let to_socket = details(d)["out_fd_type"] == "socket";
+            let shown = match format {
+                "ecs" => &d["network"]["bytes"],
+                _ => &d["traffic"]["bytes_out"],
+            };
+            if to_socket {
+                assert_eq!(*shown, details(d)["bytes"], "{d}");
+            } else {
+                assert!(shown.is_null(), "{d}");
+            }
+        }
+        eprintln!(
+            "{format}: {} flow records checked against the schema",
+            mine.len()
+        );
+    }
+}
+
+#[test]
 fn text_is_one_escaped_line_per_call() {
     let _serial = serial();
     require_root();

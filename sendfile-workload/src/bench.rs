@@ -13,15 +13,25 @@ use anyhow::Context as _;
 use crate::record::{self, LoopSummary};
 use crate::sys::{self, LOOP_ABI};
 
+/// How loop threads share descriptors and pause.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sharing {
+    /// All threads use the first thread's two descriptors.
+    pub shared: bool,
+    /// Every this many calls, a thread sleeps 1 to 3 ms.
+    pub pause_every: Option<u64>,
+}
+
 /// Runs `threads` threads of `calls` sendfile calls of `size` bytes each, as fast as possible or
-/// paced at `rate` calls per second in all; false if any call did not move the expected number
-/// of bytes.
+/// paced at `rate` calls per second in all, sharing descriptors and pausing as `sharing` says;
+/// false if any call did not move the expected number of bytes.
 pub fn run(
     dir: &Path,
     calls: u64,
     size: u64,
     threads: u32,
     rate: Option<u64>,
+    sharing: Sharing,
 ) -> anyhow::Result<bool> {
     let count = usize::try_from(size).context("--size does not fit in size_t")?;
     let path = dir.join(format!("loop-{size}.bin"));
@@ -41,16 +51,29 @@ pub fn run(
         let null = OpenOptions::new().write(true).open("/dev/null")?;
         fds.push((input, null));
     }
+    let first = (fds[0].0.as_raw_fd(), fds[0].1.as_raw_fd());
 
     let elapsed = std::thread::scope(|s| -> anyhow::Result<u64> {
         let mut handles = Vec::new();
-        for (input, null) in fds {
+        for (n, (input, null)) in fds.iter().enumerate() {
             let (barrier, bad, first_bad, cpu_ns) = (&barrier, &bad, &first_bad, &cpu_ns);
             handles.push(s.spawn(move || {
-                let (out_fd, in_fd) = (null.as_raw_fd(), input.as_raw_fd());
+                let (out_fd, in_fd) = if sharing.shared {
+                    (first.1, first.0)
+                } else {
+                    (null.as_raw_fd(), input.as_raw_fd())
+                };
+                let pause = Duration::from_millis(1 + n as u64 % 3);
                 let mut offset: i64 = 0;
                 let ptr: *mut i64 = &mut offset;
+                let mut i = 0u64;
                 let call = || {
+                    if let Some(every) = sharing.pause_every
+                        && i % every == every - 1
+                    {
+                        std::thread::sleep(pause);
+                    }
+                    i += 1;
                     // SAFETY: `ptr` points to `offset`, alive for the whole loop.
                     unsafe { ptr.write_volatile(0) };
                     let ret = sys::raw_sendfile(LOOP_ABI.nr, out_fd, in_fd, ptr as usize, count);
@@ -61,6 +84,7 @@ pub fn run(
                 barrier.wait();
                 let used = match per_thread_rate {
                     None => {
+                        let mut call = call;
                         let cpu = thread_cpu_ns();
                         (0..calls).for_each(|_| call());
                         thread_cpu_ns() - cpu

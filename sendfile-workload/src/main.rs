@@ -5,6 +5,7 @@
 mod bench;
 mod cases;
 mod facts;
+mod flows;
 mod record;
 mod sys;
 
@@ -65,6 +66,19 @@ struct Cli {
     #[arg(long = "getpid-loop", value_name = "N",
           conflicts_with_all = ["cases", "list", "repeat", "loop_calls"])]
     getpid_calls: Option<u64>,
+    /// Loop mode: all threads use the same two descriptors (one flow) instead of their own.
+    #[arg(long, requires = "loop_calls")]
+    shared: bool,
+    /// Loop mode: every N calls, each thread sleeps 1 to 3 ms (so that flows go idle and are
+    /// retired while other threads call).
+    #[arg(long, value_name = "N", requires = "loop_calls")]
+    pause_every: Option<u64>,
+    /// Run the flow cases (many calls each; one JSON line per case with the flows it made).
+    #[arg(long, conflicts_with_all = ["cases", "list", "repeat", "loop_calls", "getpid_calls"])]
+    flows: bool,
+    /// With --flows: run only this flow case (repeatable): chunks, dup, reopen, errors.
+    #[arg(long = "flow-case", value_name = "NAME", requires = "flows")]
+    flow_cases: Vec<String>,
     /// Threads in loop mode, each making N calls.
     #[arg(long, value_name = "T", requires = "loop_calls", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -157,7 +171,18 @@ fn run(cli: &Cli, selected: &[cases::Variant]) -> anyhow::Result<bool> {
         std::io::stdin().read_line(&mut line)?;
     }
     let ok = match (cli.loop_calls, cli.getpid_calls) {
-        (Some(calls), _) => bench::run(&dir.path, calls, cli.size, cli.threads, cli.rate)?,
+        _ if cli.flows => flows::run(&dir.path, &cli.flow_cases)?,
+        (Some(calls), _) => bench::run(
+            &dir.path,
+            calls,
+            cli.size,
+            cli.threads,
+            cli.rate,
+            bench::Sharing {
+                shared: cli.shared,
+                pause_every: cli.pause_every,
+            },
+        )?,
         (None, Some(calls)) => bench::getpid_loop(calls)?,
         (None, None) => {
             let ctx = cases::Ctx::new(&dir.path, &cli.file_name)?;

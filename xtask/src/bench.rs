@@ -103,7 +103,12 @@ enum Kind {
     /// `sendfile-trace-floor`: empty programs on the tracepoint hook's attach set.
     Floor,
     /// `sendfile-trace --hook HOOK`, events to /dev/null or to a file.
-    Ours { hook: &'static str, file: bool },
+    /// With `flows`, in `--mode flows` (the loop's calls are one established flow).
+    Ours {
+        hook: &'static str,
+        file: bool,
+        flows: bool,
+    },
     /// bpftrace with [`BPFTRACE_SCRIPT`], output to /dev/null.
     Bpftrace,
     /// strace -f on the workload, output to /dev/null.
@@ -361,6 +366,10 @@ fn delivery(log: &str, file: Option<&Path>, made: u64, workload_pid: u64) -> Res
                     Some("sendfile") if v["hostProcessId"].as_u64() == Some(workload_pid) => {
                         d.delivered += 1;
                     }
+                    // In flows mode a call is delivered as part of its flow's record.
+                    Some("sendfile_flow") if v["hostProcessId"].as_u64() == Some(workload_pid) => {
+                        d.delivered += v["calls"].as_u64().unwrap_or(0);
+                    }
                     Some("tracer_stop") => stop = Some(v),
                     _ => {}
                 }
@@ -412,12 +421,15 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
             &[],
             Ready::Stdout("ready"),
         )?,
-        Kind::Ours { hook, file } => {
+        Kind::Ours { hook, file, flows } => {
             let events = bench_dir().join("events.jsonl");
             let _ = std::fs::remove_file(&events);
             let output = events.to_string_lossy().into_owned();
             // To /dev/null: stdout, which start() points there (a file output refuses devices).
             let mut args = vec!["--hook", *hook];
+            if *flows {
+                args.extend(["--mode", "flows"]);
+            }
             if *file {
                 args.extend(["--output", &output]);
             }
@@ -695,10 +707,13 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
-fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Value> {
+fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
     let _ = std::fs::remove_file(&out);
     let mut args = vec!["--hook", HOOKS[0], "--output"];
+    if flows {
+        args.splice(0..0, ["--mode", "flows"]);
+    }
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
     if let Some(size) = ring_buffer_size {
@@ -754,6 +769,7 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Valu
     let mut start_ts = None;
     let mut stop_rec = Value::Null;
     let mut lost_records = 0u64;
+    let mut flow_records = 0u64;
     for line in std::fs::read_to_string(&out)?.lines() {
         let v: Value = serde_json::from_str(line)
             .with_context(|| format!("not JSON in the tracer's output: {line}"))?;
@@ -764,6 +780,13 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Valu
                 if v["hostProcessId"].as_u64() == Some(u64::from(workload_pid)) {
                     delivered += 1;
                 }
+            }
+            // In flows mode a call is delivered as part of its flow's record.
+            Some("sendfile_flow")
+                if v["hostProcessId"].as_u64() == Some(u64::from(workload_pid)) =>
+            {
+                delivered += v["calls"].as_u64().unwrap_or(0);
+                flow_records += 1;
             }
             Some("tracer_start") => start_ts = v["timestamp"].as_u64(),
             Some("events_lost") => lost_records += v["lost"].as_u64().unwrap_or(0),
@@ -779,6 +802,8 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>) -> Result<Valu
     let lost = stop_rec["lost"].as_u64().unwrap_or(0);
     Ok(json!({
         "tracer": label,
+        "mode": if flows { "flows" } else { "calls" },
+        "flowRecords": flow_records,
         "ringBufferSize": ring_buffer_size.unwrap_or("default"),
         "made": made,
         "delivered": delivered,
@@ -857,13 +882,33 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     for hook in HOOKS {
         variants.push(Variant::new(
             &format!("ours {hook} → /dev/null"),
-            Kind::Ours { hook, file: false },
+            Kind::Ours {
+                hook,
+                file: false,
+                flows: false,
+            },
             args.calls,
             None,
         ));
         variants.push(Variant::new(
             &format!("ours {hook} → file"),
-            Kind::Ours { hook, file: true },
+            Kind::Ours {
+                hook,
+                file: true,
+                flows: false,
+            },
+            args.calls,
+            None,
+        ));
+    }
+    for hook in HOOKS {
+        variants.push(Variant::new(
+            &format!("ours {hook} flows → null"),
+            Kind::Ours {
+                hook,
+                file: false,
+                flows: true,
+            },
             args.calls,
             None,
         ));
@@ -893,13 +938,21 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     for hook in HOOKS {
         variants.push(Variant::new(
             &format!("ours {hook} → /dev/null @{k}k/s"),
-            Kind::Ours { hook, file: false },
+            Kind::Ours {
+                hook,
+                file: false,
+                flows: false,
+            },
             PACED_COST_CALLS,
             paced,
         ));
         variants.push(Variant::new(
             &format!("ours {hook} → file @{k}k/s"),
-            Kind::Ours { hook, file: true },
+            Kind::Ours {
+                hook,
+                file: true,
+                flows: false,
+            },
             PACED_COST_CALLS,
             paced,
         ));
@@ -1006,11 +1059,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if run(Section::Burst) {
         eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
         if let Some(b) = &args.baseline {
-            bursts.push(burst("baseline", b, None)?);
+            bursts.push(burst("baseline", b, None, false)?);
         }
         let ours = compile::host_bin("sendfile-trace");
-        bursts.push(burst("this tree", &ours, None)?);
-        bursts.push(burst("this tree", &ours, Some("4096"))?);
+        bursts.push(burst("this tree", &ours, None, false)?);
+        bursts.push(burst("this tree", &ours, Some("4096"), false)?);
+        bursts.push(burst("this tree", &ours, None, true)?);
+        bursts.push(burst("this tree", &ours, Some("4096"), true)?);
         burst_table(&bursts, &mut table);
     }
 
@@ -1195,8 +1250,9 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     );
     let _ = writeln!(
         table,
-        "{:<10} {:<12} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "{:<10} {:<6} {:<12} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
         "tree",
+        "mode",
         "ring buffer",
         "made",
         "calls/s",
@@ -1212,8 +1268,9 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     for b in bursts {
         let _ = writeln!(
             table,
-            "{:<10} {:<12} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            "{:<10} {:<6} {:<12} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
             b["tracer"].as_str().unwrap_or(""),
+            b["mode"].as_str().unwrap_or("calls"),
             b["ringBufferSize"].as_str().unwrap_or(""),
             b["made"].to_string(),
             b["callsPerSecond"]

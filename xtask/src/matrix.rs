@@ -36,7 +36,7 @@ pub struct GuestBins {
     pub workload32: PathBuf,
     /// The integration test binary (static musl), named trace_workload.
     pub suite: PathBuf,
-    /// The other integration test binaries (static musl): test-nginx, test-filters.
+    /// The other integration test binaries (static musl): test-nginx, test-filters, test-flows.
     pub suites: Vec<PathBuf>,
     /// Dynamically linked Debian programs the tests run (nginx, strace), copied into the guests
     /// with their libraries (the guest architecture's packages for a foreign one).
@@ -44,10 +44,11 @@ pub struct GuestBins {
 }
 
 /// Integration test targets built for the guests, and the name each gets there.
-const SUITES: [(&str, &str); 3] = [
+const SUITES: [(&str, &str); 4] = [
     ("trace_workload", "trace_workload"),
     ("nginx", "test-nginx"),
     ("filters", "test-filters"),
+    ("flows", "test-flows"),
 ];
 
 /// Debian programs the suites run, by the path the package installs them at.
@@ -152,9 +153,13 @@ fn cell_tests(hook: &str) -> Vec<(&'static str, &'static str)> {
             ("trace_workload", "auto_picks hostile full_ring strace_"),
             ("test-nginx", "nginx_"),
             ("test-filters", "admits and_together invalid_filter"),
+            ("test-flows", "flow_sums the_rate_limit errors_only"),
         ]
     } else {
-        vec![("trace_workload", "every_hook")]
+        vec![
+            ("trace_workload", "every_hook"),
+            ("test-flows", "every_hook_counts_flows"),
+        ]
     }
 }
 

@@ -24,6 +24,9 @@ pub struct TestArgs {
     /// Skip the kernel × hook matrix (host suite only).
     #[arg(long)]
     pub no_matrix: bool,
+    /// Run only the kernel × hook matrix (no lints, no host suite).
+    #[arg(long, conflicts_with_all = ["no_matrix", "no_lint"])]
+    pub only_matrix: bool,
 }
 
 fn lint() -> Result<()> {
@@ -75,6 +78,10 @@ pub fn test(args: TestArgs) -> Result<i32> {
     tools::ensure_all()?;
     compile::build_host()?;
     let workload32 = compile::build_workload32()?;
+    if args.only_matrix {
+        matrix::run(&selected_arches(&args), &selected_kernels(&args))?;
+        return Ok(0);
+    }
     if !args.no_lint {
         lint()?;
     }
@@ -91,20 +98,28 @@ pub fn test(args: TestArgs) -> Result<i32> {
             .env("SENDFILE_WORKLOAD32_BIN", &workload32),
     )?;
     if !args.no_matrix {
-        let kernels: Vec<&'static str> = if args.kernels.is_empty() {
-            matrix::KERNELS.to_vec()
-        } else {
-            matrix::KERNELS
-                .iter()
-                .copied()
-                .filter(|k| args.kernels.iter().any(|a| a == k))
-                .collect()
-        };
-        let arches: Vec<&'static str> = matrix::ARCHES
-            .into_iter()
-            .filter(|a| args.arches.is_empty() || args.arches.iter().any(|x| x == a))
-            .collect();
-        matrix::run(&arches, &kernels)?;
+        matrix::run(&selected_arches(&args), &selected_kernels(&args))?;
     }
     Ok(0)
+}
+
+/// The architectures `--arch` names, or all of them.
+fn selected_arches(args: &TestArgs) -> Vec<&'static str> {
+    matrix::ARCHES
+        .into_iter()
+        .filter(|a| args.arches.is_empty() || args.arches.iter().any(|x| x == a))
+        .collect()
+}
+
+/// The kernels `--kernel` names, or all of them.
+fn selected_kernels(args: &TestArgs) -> Vec<&'static str> {
+    if args.kernels.is_empty() {
+        matrix::KERNELS.to_vec()
+    } else {
+        matrix::KERNELS
+            .iter()
+            .copied()
+            .filter(|k| args.kernels.iter().any(|a| a == k))
+            .collect()
+    }
 }

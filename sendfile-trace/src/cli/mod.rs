@@ -114,6 +114,27 @@ pub struct Cli {
     #[arg(long = "out-type", value_enum, value_name = "TYPE", help_heading = FILTERS)]
     pub out_types: Vec<OutType>,
 
+    /// What to write: one event per call, or one record per flow (a process sending between
+    /// two open files), counted in the kernel.
+    #[arg(long, value_enum, default_value_t = Mode::Calls, help_heading = FLOWS)]
+    pub mode: Mode,
+
+    /// A flow with no call for this long is over: its final record is written (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
+          help_heading = FLOWS)]
+    pub flow_idle: std::time::Duration,
+
+    /// A long flow gets an interim record (`"final":false`) this often (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          help_heading = FLOWS)]
+    pub flow_interval: std::time::Duration,
+
+    /// Calls mode: at most N events per second and process; further calls in that second are
+    /// counted in flow records (never dropped), announced by one `throttled` record.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = FLOWS)]
+    pub max_events_per_process: Option<u64>,
+
     /// More logging on stderr (-v debug, -vv trace).
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -220,6 +241,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))
 }
 
+/// Help heading of the flow flags.
+const FLOWS: &str = "Flows";
+
+/// `--mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One `sendfile` event per call (exact, per call).
+    Calls,
+    /// One `sendfile_flow` record per flow, counted in the kernel (idle, interval and stop).
+    Flows,
+}
+
+/// Parses a duration such as `1s`, `500ms`, `30s` or `2m` (more than zero).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{s}` is not a duration: use a number and a unit, e.g. 1s, 500ms, 2m");
+    let d: jiff::SignedDuration = s.trim().parse().map_err(|_| bad())?;
+    let d = std::time::Duration::try_from(d).map_err(|_| bad())?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` is zero: a flow duration must be more than that"
+        ));
+    }
+    Ok(d)
+}
+
+impl Cli {
+    /// Flow mode bits for the kernel side (`sendfile_trace_common::flow::mode`).
+    pub fn flow_mode(&self) -> u32 {
+        use sendfile_trace_common::flow::mode;
+        match (self.mode, self.max_events_per_process) {
+            (Mode::Flows, _) => mode::FLOWS,
+            (Mode::Calls, Some(_)) => mode::RATE_LIMIT,
+            (Mode::Calls, None) => 0,
+        }
+    }
+}
+
 /// Help heading of the filter flags.
 const FILTERS: &str = "Filters (applied in the kernel; values of one flag OR, flags AND)";
 
@@ -315,6 +373,25 @@ mod tests {
         assert_eq!(parse_size("100M"), Ok(100 << 20));
         assert_eq!(parse_size("0"), Ok(0));
         assert!(parse_size("1T").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_duration("-1s")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 
     #[test]

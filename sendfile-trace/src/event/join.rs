@@ -108,6 +108,19 @@ impl Join {
         }
     }
 
+    /// Takes the entry record a thread wrote at `start_ns`, if it is the one waiting (a flow's
+    /// first call: its entry record describes the flow, and no exit record follows).
+    pub fn take_entry(&mut self, pid_tgid: u64, start_ns: u64) -> Option<Entry> {
+        if self
+            .pending
+            .get(&pid_tgid)
+            .is_some_and(|e| e.rec.start_ns == start_ns)
+        {
+            return self.pending.remove(&pid_tgid);
+        }
+        None
+    }
+
     /// Bounds the kept process parts: past `keep` processes, forgets those unused for `idle`.
     /// Returns the tgids forgotten, which the kernel side must forget too (so that it sends their
     /// next record in full).

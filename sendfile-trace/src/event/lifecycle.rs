@@ -103,6 +103,12 @@ pub struct TracerStop<'a> {
     /// Events written without descriptors and process context: the ring buffer was full at
     /// syscall entry (each such event says so in `inFd`/`outFd`).
     pub incomplete: u64,
+    /// (flows) `sendfile_flow` records written; absent in calls mode without a rate limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_records: Option<u64>,
+    /// (rate limit) calls counted in flow records instead of events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded_calls: Option<u64>,
     /// Contract version.
     pub schema_version: u32,
 }

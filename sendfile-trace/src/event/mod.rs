@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod decode;
+pub mod flow;
 pub mod join;
 pub mod lifecycle;
 
@@ -290,6 +291,10 @@ pub enum Endpoint {
 pub struct ContextFlags {
     /// Made through the 32-bit (ia32) syscall entry.
     pub is_compat: bool,
+    /// (flows) The call should have been counted in a flow but the flow table was full: it is
+    /// traced on its own instead. Present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flow_fallback: bool,
 }
 
 /// Name of a syscall error for a raw return value, or `None` for success.
@@ -400,7 +405,10 @@ impl Enricher {
             offset_value: valid(flags::OFFSET_BEFORE_VALID, r.offset_before),
             offset_after: valid(flags::OFFSET_AFTER_VALID, r.offset_after),
             duration_ns: r.end_ns.saturating_sub(r.start_ns),
-            context_flags: ContextFlags { is_compat: compat },
+            context_flags: ContextFlags {
+                is_compat: compat,
+                flow_fallback: r.flags & flags::FLOW_FALLBACK != 0,
+            },
             hook: Hook::from_u32(r.hook).map_or("unknown", Hook::name),
             schema_version: SCHEMA_VERSION,
         }

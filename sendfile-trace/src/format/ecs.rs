@@ -33,6 +33,81 @@ fn ecs_endpoint(obj: &mut Map<String, Value>, prefix: &str, end: &Endpoint) {
     }
 }
 
+/// A flow record's ECS fields: the process, file and endpoints as for a call, the flow's time
+/// span as `event.start`/`event.end`, and its bytes as `network.bytes` when it goes to a socket.
+fn ecs_flow(o: &mut Map<String, Value>, f: &crate::event::flow::FlowEvent<'_>) {
+    let out_socket = socket_of(&f.out_fd);
+    let mut category = vec!["file"];
+    if out_socket.is_some() {
+        category.push("network");
+    }
+    put(o, "event.kind", json!("event"));
+    put(o, "event.category", json!(category));
+    put(o, "event.type", json!(["access"]));
+    let outcome = match (f.failed_calls, f.calls) {
+        (0, _) => "success",
+        (failed, calls) if failed == calls => "failure",
+        _ => "unknown",
+    };
+    put(o, "event.outcome", json!(outcome));
+    put(o, "event.reason", json!(f.reason));
+    put(o, "event.start", json!(rfc3339(f.first_timestamp)));
+    put(o, "event.end", json!(rfc3339(f.last_timestamp)));
+    put(
+        o,
+        "event.duration",
+        json!(f.last_timestamp.saturating_sub(f.first_timestamp)),
+    );
+    put(o, "process.pid", json!(f.host_process_id));
+    put(o, "process.thread.id", json!(f.host_thread_id));
+    put(o, "process.name", json!(f.process_name));
+    if let Some(exe) = &f.executable {
+        put(o, "process.executable", json!(exe.path));
+    }
+    if let Some(ppid) = f.host_parent_process_id {
+        put(o, "process.parent.pid", json!(ppid));
+    }
+    put(o, "user.id", json!(f.user_id.to_string()));
+    put(o, "group.id", json!(f.group_id.to_string()));
+    put(o, "host.name", json!(f.host_name));
+    if let Some(id) = &f.container_id {
+        put(o, "container.id", json!(id));
+    }
+    if let Some(p) = path_of(&f.in_fd) {
+        put(o, "file.path", json!(p.path));
+        put(o, "file.inode", json!(p.inode.to_string()));
+        put(o, "file.device", json!(p.dev.to_string()));
+    }
+    if let Some(s) = out_socket {
+        if let Some(l) = &s.local {
+            ecs_endpoint(o, "source", l);
+        }
+        if let Some(r) = &s.remote {
+            ecs_endpoint(o, "destination", r);
+        }
+        if is_inet(s) {
+            put(
+                o,
+                "network.transport",
+                json!(s.protocol.to_ascii_lowercase()),
+            );
+            let ty = if s.family == "AF_INET6" {
+                "ipv6"
+            } else {
+                "ipv4"
+            };
+            put(o, "network.type", json!(ty));
+        }
+        put(o, "network.bytes", json!(f.bytes));
+    }
+    if let Some(errno) = &f.last_errno
+        && f.failed_calls > 0
+    {
+        put(o, "error.code", json!(errno));
+    }
+    put(o, "sendfile", flow_details(f));
+}
+
 /// The record in Elastic Common Schema 8.x.
 pub fn ecs(rec: Record<'_>) -> Value {
     let mut o = Map::new();
@@ -116,6 +191,18 @@ pub fn ecs(rec: Record<'_>) -> Value {
                 );
             }
             put(&mut o, "sendfile", sendfile_details(e));
+        }
+        Record::Flow(f) => ecs_flow(&mut o, f),
+        Record::Throttled(t) => {
+            put(&mut o, "event.kind", json!("alert"));
+            put(&mut o, "event.category", json!(["process"]));
+            put(&mut o, "event.type", json!(["info"]));
+            put(&mut o, "host.name", json!(t.host_name));
+            put(&mut o, "process.pid", json!(t.host_process_id));
+            put(&mut o, "process.thread.id", json!(t.host_thread_id));
+            put(&mut o, "process.name", json!(t.process_name));
+            put(&mut o, "user.id", json!(t.user_id.to_string()));
+            put(&mut o, "sendfile", json!({ "throttled": t }));
         }
         Record::Start(s) => {
             put(&mut o, "event.kind", json!("event"));

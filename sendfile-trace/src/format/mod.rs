@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
+    event::flow::{FlowEvent, Throttled},
     event::lifecycle::{EventsLost, TracerStart, TracerStop},
     event::{Endpoint, FdInfo, FdKind, PathInfo, SendfileEvent, SocketInfo},
 };
@@ -69,6 +70,10 @@ pub enum Record<'r> {
     Lost(&'r EventsLost),
     /// The tracer stopped.
     Stop(&'r TracerStop<'r>),
+    /// The calls of one flow (`--mode flows`, or folded by the rate limit).
+    Flow(&'r FlowEvent<'r>),
+    /// A process went past `--max-events-per-process`.
+    Throttled(&'r Throttled<'r>),
 }
 
 /// Records that can be written to the output.
@@ -97,6 +102,16 @@ impl AsRecord for TracerStop<'_> {
         Record::Stop(self)
     }
 }
+impl AsRecord for FlowEvent<'_> {
+    fn as_record(&self) -> Record<'_> {
+        Record::Flow(self)
+    }
+}
+impl AsRecord for Throttled<'_> {
+    fn as_record(&self) -> Record<'_> {
+        Record::Throttled(self)
+    }
+}
 
 /// Syslog severities used for the records (RFC 5424 numbers).
 pub mod severity {
@@ -116,6 +131,8 @@ impl Record<'_> {
             Record::Start(_) => "tracer_start",
             Record::Lost(_) => "events_lost",
             Record::Stop(_) => "tracer_stop",
+            Record::Flow(_) => "sendfile_flow",
+            Record::Throttled(_) => "throttled",
         }
     }
 
@@ -126,6 +143,8 @@ impl Record<'_> {
             Record::Start(s) => s.timestamp,
             Record::Lost(l) => l.timestamp,
             Record::Stop(s) => s.timestamp,
+            Record::Flow(f) => f.timestamp,
+            Record::Throttled(t) => t.timestamp,
         }
     }
 
@@ -134,7 +153,9 @@ impl Record<'_> {
         match self {
             Record::Sendfile(e) if e.errno.is_some() => severity::NOTICE,
             Record::Sendfile(_) => severity::INFO,
-            Record::Lost(_) => severity::WARNING,
+            Record::Lost(_) | Record::Throttled(_) => severity::WARNING,
+            Record::Flow(f) if f.failed_calls > 0 => severity::NOTICE,
+            Record::Flow(_) => severity::INFO,
             Record::Start(_) | Record::Stop(_) => severity::NOTICE,
         }
     }
@@ -444,6 +465,49 @@ pub(super) fn rfc3339_into(ns: u64, buf: &mut [u8; 30]) -> &str {
     std::str::from_utf8(&buf[..]).unwrap_or("1970-01-01T00:00:00.000000000Z")
 }
 
+/// The flow-specific fields, shared by ECS (`sendfile.*`) and OCSF (`unmapped.sendfile`).
+fn flow_details(f: &FlowEvent<'_>) -> Value {
+    let mut d = json!({
+        "flow_id": f.flow_id,
+        "reason": f.reason,
+        "final": f.is_final,
+        "syscall": f.syscall,
+        "out_fd": f.out_fd.fd,
+        "in_fd": f.in_fd.fd,
+        "out_fd_type": fd_type(&f.out_fd),
+        "in_fd_type": fd_type(&f.in_fd),
+        "calls": f.calls,
+        "bytes": f.bytes,
+        "failed_calls": f.failed_calls,
+        "errnos": f.errnos,
+        "first_errno": f.first_errno,
+        "last_errno": f.last_errno,
+        "total_calls": f.total_calls,
+        "total_bytes": f.total_bytes,
+        "total_failed_calls": f.total_failed_calls,
+        "offset_first": f.offset_first,
+        "offset_last": f.offset_last,
+        "compat": f.is_compat,
+        "throttled": f.throttled,
+        "hook": f.hook,
+        "cpu": f.processor_id,
+        "cgroup_id": f.cgroup_id,
+        "schema_version": f.schema_version,
+    });
+    let m = d.as_object_mut().expect("object");
+    if let Some(n) = f.calls_in_progress {
+        m.insert("calls_in_progress".into(), json!(n));
+    }
+    if let Some(hex) = &f.process_name_hex {
+        m.insert("process_name_hex".into(), json!(hex));
+    }
+    for (key, fd) in [("out", &f.out_fd), ("in", &f.in_fd)] {
+        let v = serde_json::to_value(fd).unwrap_or(Value::Null);
+        m.insert(format!("{key}_fd_info"), v);
+    }
+    d
+}
+
 impl crate::event::Arg {
     /// The value as an unsigned 64-bit number (descriptors sign-extended).
     pub fn value_u64(&self) -> u64 {
@@ -548,7 +612,10 @@ pub(crate) mod tests {
             offset_value: Some(0),
             offset_after: Some(21952),
             duration_ns: 22764,
-            context_flags: ContextFlags { is_compat: false },
+            context_flags: ContextFlags {
+                is_compat: false,
+                flow_fallback: false,
+            },
             hook: "tracepoint",
             schema_version: 1,
         }

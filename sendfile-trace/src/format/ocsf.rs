@@ -23,6 +23,81 @@ fn ocsf_endpoint(end: &Option<Endpoint>) -> Value {
     }
 }
 
+/// A flow record's OCSF fields (class chosen by the caller as for a call): the actor, the file
+/// or the endpoints, `start_time`/`end_time`, `count` (calls) and, for Network Activity,
+/// `traffic.bytes_out`.
+fn ocsf_flow(m: &mut serde_json::Map<String, Value>, f: &crate::event::flow::FlowEvent<'_>) {
+    let (status_id, status) = match (f.failed_calls, f.calls) {
+        (0, _) => (1, "Success"),
+        (failed, calls) if failed == calls => (2, "Failure"),
+        _ => (0, "Unknown"),
+    };
+    m.insert("status_id".into(), json!(status_id));
+    m.insert("status".into(), json!(status));
+    if let Some(errno) = &f.last_errno
+        && f.failed_calls > 0
+    {
+        m.insert("status_code".into(), json!(errno));
+    }
+    m.insert("count".into(), json!(f.calls));
+    m.insert("start_time".into(), json!(f.first_timestamp / 1_000_000));
+    m.insert("end_time".into(), json!(f.last_timestamp / 1_000_000));
+    let mut process = json!({
+        "pid": f.host_process_id,
+        "tid": f.host_thread_id,
+        "name": f.process_name,
+        "user": { "uid": f.user_id.to_string() },
+    });
+    let p = process.as_object_mut().expect("object");
+    if let Some(exe) = &f.executable {
+        p.insert(
+            "file".into(),
+            json!({ "path": exe.path, "name": base_name(&exe.path), "type_id": 1 }),
+        );
+    }
+    if let Some(ppid) = f.host_parent_process_id {
+        p.insert("parent_process".into(), json!({ "pid": ppid }));
+    }
+    if let Some(id) = &f.container_id {
+        p.insert("container".into(), json!({ "uid": id }));
+    }
+    m.insert("actor".into(), json!({ "process": process }));
+    m.insert(
+        "device".into(),
+        json!({ "hostname": f.host_name, "type_id": 0 }),
+    );
+    match socket_of(&f.out_fd) {
+        Some(s) => {
+            m.insert("src_endpoint".into(), ocsf_endpoint(&s.local));
+            m.insert("dst_endpoint".into(), ocsf_endpoint(&s.remote));
+            let mut conn = json!({ "direction_id": 0 });
+            if is_inet(s) {
+                conn["protocol_name"] = json!(s.protocol.to_ascii_lowercase());
+            }
+            m.insert("connection_info".into(), conn);
+            m.insert(
+                "traffic".into(),
+                json!({ "bytes_out": f.bytes, "bytes": f.bytes }),
+            );
+        }
+        None => {
+            let file = match path_of(&f.in_fd) {
+                Some(p) => json!({
+                    "path": p.path,
+                    "name": base_name(&p.path),
+                    "type_id": if matches!(f.in_fd.kind, FdKind::File(_)) { 1 } else { 99 },
+                    "uid": p.inode.to_string(),
+                }),
+                None => json!({ "name": "", "type_id": 0 }),
+            };
+            m.insert("file".into(), file);
+        }
+    }
+    let mut unmapped = flow_details(f);
+    unmapped["gid"] = json!(f.group_id);
+    m.insert("unmapped".into(), json!({ "sendfile": unmapped }));
+}
+
 /// The record in OCSF 1.2: File System Activity (1001) for a call whose output is not a socket,
 /// Network Activity (4001) when it is; the tracer's own records as Base Event (0).
 pub fn ocsf(rec: Record<'_>) -> Value {
@@ -34,7 +109,11 @@ pub fn ocsf(rec: Record<'_>) -> Value {
             "vendor_name": "sendfile-trace",
             "version": env!("CARGO_PKG_VERSION"),
         },
-        "profiles": if matches!(rec, Record::Sendfile(_)) { json!(["host"]) } else { json!([]) },
+        "profiles": if matches!(rec, Record::Sendfile(_) | Record::Flow(_)) {
+            json!(["host"])
+        } else {
+            json!([])
+        },
         "event_code": rec.name(),
         "original_time": rfc3339(rec.timestamp()),
     });
@@ -48,7 +127,15 @@ pub fn ocsf(rec: Record<'_>) -> Value {
             6,
             "Traffic",
         ),
-        Record::Sendfile(_) => (
+        Record::Flow(f) if socket_of(&f.out_fd).is_some() => (
+            ocsf_class::NETWORK,
+            4,
+            "Network Activity",
+            "Network Activity",
+            6,
+            "Traffic",
+        ),
+        Record::Sendfile(_) | Record::Flow(_) => (
             ocsf_class::FILE_SYSTEM,
             1,
             "File System Activity",
@@ -73,7 +160,7 @@ pub fn ocsf(rec: Record<'_>) -> Value {
     let m = o.as_object_mut().expect("object");
     let sev = |id: u8, name: &str| (json!(id), json!(name));
     let (severity_id, severity) = match rec {
-        Record::Lost(_) => sev(3, "Medium"),
+        Record::Lost(_) | Record::Throttled(_) => sev(3, "Medium"),
         _ => sev(1, "Informational"),
     };
     m.insert("severity_id".into(), severity_id);
@@ -149,6 +236,17 @@ pub fn ocsf(rec: Record<'_>) -> Value {
             let mut unmapped = sendfile_details(e);
             unmapped["gid"] = json!(e.group_id);
             m.insert("unmapped".into(), json!({ "sendfile": unmapped }));
+        }
+        Record::Flow(f) => ocsf_flow(m, f),
+        Record::Throttled(t) => {
+            m.insert(
+                "message".into(),
+                json!(format!(
+                    "process {} went past {} events per second: further calls folded into flows",
+                    t.host_process_id, t.limit
+                )),
+            );
+            m.insert("unmapped".into(), json!({ "throttled": t }));
         }
         Record::Start(s) => {
             m.insert("message".into(), json!("sendfile-trace started"));

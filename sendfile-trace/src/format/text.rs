@@ -139,6 +139,47 @@ fn time_of_day(ns: u64) -> String {
     }
 }
 
+/// A flow as one line: `nginx[4242] sendfile_flow#7(29<TCP:…>, 30</srv/a.jpg>) 12 calls
+/// 262144 bytes, 1 failed {EAGAIN:1} [0]→[262144] 1.204s idle`.
+fn text_flow(t: &str, f: &crate::event::flow::FlowEvent<'_>) -> String {
+    let mut s = format!(
+        "{t} {}[{}] sendfile_flow#{}({}, {}) {} calls {} bytes",
+        escape_text(&f.process_name),
+        f.host_process_id,
+        f.flow_id,
+        text_fd(&f.out_fd),
+        text_fd(&f.in_fd),
+        f.calls,
+        f.bytes,
+    );
+    if f.failed_calls > 0 {
+        let errnos: Vec<String> = f.errnos.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let _ = write!(s, ", {} failed {{{}}}", f.failed_calls, errnos.join(","));
+    }
+    match (f.offset_first, f.offset_last) {
+        (Some(a), Some(b)) => {
+            let _ = write!(s, " [{a}]\u{2192}[{b}]");
+        }
+        (Some(a), None) => {
+            let _ = write!(s, " [{a}]");
+        }
+        _ => {}
+    }
+    let secs = f.last_timestamp.saturating_sub(f.first_timestamp) as f64 / 1e9;
+    let _ = write!(s, " {secs:.3}s {}", f.reason.name());
+    if !f.is_final {
+        let _ = write!(
+            s,
+            " (so far {} calls {} bytes)",
+            f.total_calls, f.total_bytes
+        );
+    }
+    if f.throttled {
+        s.push_str(" throttled");
+    }
+    s
+}
+
 /// The record as one human-readable line.
 pub fn text(rec: Record<'_>) -> String {
     let t = time_of_day(rec.timestamp());
@@ -170,6 +211,13 @@ pub fn text(rec: Record<'_>) -> String {
                 e.args[3].value_u64(),
             )
         }
+        Record::Flow(f) => text_flow(&t, f),
+        Record::Throttled(th) => format!(
+            "{t} --- throttled {}[{}] past {} events/s: further calls folded into flows ---",
+            escape_text(&th.process_name),
+            th.host_process_id,
+            th.limit
+        ),
         Record::Start(s) => format!(
             "{t} --- tracer_start hook={} pid={} kernel={} ring_buffer={} version={} ---",
             s.hook,

@@ -9,5 +9,7 @@ pub(super) fn write(rec: Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()
         Record::Start(s) => json::write(out, s),
         Record::Lost(l) => json::write(out, l),
         Record::Stop(s) => json::write(out, s),
+        Record::Flow(f) => json::write(out, f),
+        Record::Throttled(t) => json::write(out, t),
     }
 }

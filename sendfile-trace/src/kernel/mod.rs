@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod filter;
+pub mod flows;
 pub mod system;
 
 use std::collections::HashSet;
@@ -11,7 +12,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
-use sendfile_trace_common::{Hook, names};
+use sendfile_trace_common::{Hook, flow::names as flow_names, names};
 
 use crate::{
     cli::HookChoice,
@@ -57,6 +58,10 @@ pub struct LoadOptions {
     pub filters: FilterSet,
     /// Level of the kernel side's own log (aya-log; 0 = off, else `aya_log::Level` as u8).
     pub kernel_log_level: u8,
+    /// Flow mode bits (`sendfile_trace_common::flow::mode`); 0 in calls mode without a limit.
+    pub flow_mode: u32,
+    /// `--max-events-per-process` (0: off).
+    pub rate_limit: u64,
 }
 
 impl LoadOptions {
@@ -174,6 +179,8 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
         .override_global(names::FILTERS, &filters, true)
         .override_global(names::WAKEUP_BYTES, &wakeup, true)
         .override_global(aya_log::LEVEL, &opts.kernel_log_level, true)
+        .override_global(flow_names::FLOW_MODE, &opts.flow_mode, true)
+        .override_global(flow_names::RATE_LIMIT, &opts.rate_limit, true)
         .load(BPF_OBJECT)
         .map_err(|e| {
             if one_line(&e).contains("Operation not permitted") {
@@ -183,6 +190,9 @@ fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<
             }
         })?;
     fill_filter_maps(&mut ebpf, &opts.filters)?;
+    if opts.flow_mode != 0 {
+        flows::fill_free(&mut ebpf)?;
+    }
     Ok(ebpf)
 }
 

@@ -32,6 +32,9 @@ pub struct Metrics {
     queue_length: Family<Labels, Gauge>,
     queue_capacity: Family<Labels, Gauge>,
     queue_fill: Family<Labels, Gauge<f64, AtomicU64>>,
+    flows_open: Gauge,
+    flow_records: Family<Labels, Counter>,
+    folded_calls: Counter,
     ring_size: Gauge,
     ring_used: Gauge,
     ring_fill: Gauge<f64, AtomicU64>,
@@ -63,6 +66,9 @@ impl Metrics {
             queue_length: Family::default(),
             queue_capacity: Family::default(),
             queue_fill: Family::default(),
+            flows_open: Gauge::default(),
+            flow_records: Family::default(),
+            folded_calls: Counter::default(),
             ring_size: Gauge::default(),
             ring_used: Gauge::default(),
             ring_fill: Gauge::default(),
@@ -107,6 +113,21 @@ impl Metrics {
             m.queue_fill.clone(),
         );
         registry.register(
+            "flows_open",
+            "flows counted in the kernel and not yet finished",
+            m.flows_open.clone(),
+        );
+        registry.register(
+            "flow_records",
+            "sendfile_flow records written, by reason (idle, interval, stop, evicted)",
+            m.flow_records.clone(),
+        );
+        registry.register(
+            "folded_calls",
+            "calls counted in flow records instead of events by --max-events-per-process",
+            m.folded_calls.clone(),
+        );
+        registry.register(
             "ring_buffer_size_bytes",
             "size of the kernel ring buffer",
             m.ring_size.clone(),
@@ -148,6 +169,19 @@ impl Metrics {
                 ("outcome", outcome.into()),
             ])
             .clone()
+    }
+
+    /// Counts one flow record written, and the folded calls it holds.
+    pub fn flow_record(&self, reason: &str, folded: u64) {
+        self.flow_records
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+        self.folded_calls.inc_by(folded);
+    }
+
+    /// Sets the number of open flows.
+    pub fn flows_open(&self, n: usize) {
+        self.flows_open.set(n as i64);
     }
 
     /// Counts lost events.

@@ -56,7 +56,7 @@ for name,cat in [('base_event',None),('file_activity','system'),('network_activi
     attrs['class_uid']['enum']=[cu]
     attrs['type_uid']['enum']=[cu*100+a for a in attrs['activity_id']['enum']]
     out['classes'][name]={'class_uid':cu,'category_uid':catuid,'attributes':attrs}
-for obj in ['process','device','metadata','product','file','network_endpoint','network_connection_info','actor','user','container','os']:
+for obj in ['process','device','metadata','product','file','network_endpoint','network_connection_info','network_traffic','actor','user','container','os']:
     r=resolved('objects',obj)
     out['objects'][obj]={k:dict({'requirement':v.get('requirement','optional'),'type':dic.get(k,{}).get('type')}, **({'profile':v['profile']} if 'profile' in v else {})) for k,v in r['attributes'].items()}
 json.dump(out,sys.stdout,indent=1,sort_keys=True)
