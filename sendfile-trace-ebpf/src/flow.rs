@@ -109,6 +109,7 @@ impl Word {
     /// Atomically adds `v` (wrapping; a negative number as its two's complement).
     #[inline(always)]
     fn add(self, v: u64) {
+        // SAFETY: see the impl: an aligned, live map word, written only atomically.
         unsafe { atomic_xadd::<u64, u64, { SeqCst }>(self.0, v) };
     }
     /// Atomically subtracts `v`.
@@ -119,11 +120,13 @@ impl Word {
     /// A plain 64-bit load (single-copy atomic).
     #[inline(always)]
     fn load(self) -> u64 {
+        // SAFETY: see the impl: an aligned, live map word.
         unsafe { core::ptr::read_volatile(self.0) }
     }
     /// A plain 64-bit store (single-copy atomic).
     #[inline(always)]
     fn store(self, v: u64) {
+        // SAFETY: see the impl: an aligned, live map word.
         unsafe { core::ptr::write_volatile(self.0, v) }
     }
 }
