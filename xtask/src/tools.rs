@@ -13,8 +13,12 @@ pub const BPF_TOOLCHAIN: &str = "nightly-2026-08-05";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Where Debian's llvm-22-dev lives.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// Static targets for guest binaries and the 32-bit (compat) workload.
-pub const MUSL_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "i686-unknown-linux-musl"];
+/// Static targets for guest binaries, the 32-bit (compat) workload and the aarch64 release.
+pub const MUSL_TARGETS: [&str; 3] = [
+    "x86_64-unknown-linux-musl",
+    "i686-unknown-linux-musl",
+    "aarch64-unknown-linux-musl",
+];
 /// Debian packages the build and the tests need (rsyslog: the syslog sink tests' real daemon;
 /// systemd: `systemd-analyze verify` of the unit; util-linux: `setpriv` for its capabilities).
 const APT_PACKAGES: [&str; 11] = [
@@ -31,6 +35,19 @@ const APT_PACKAGES: [&str; 11] = [
     "rsyslog",
     "systemd",
     "util-linux",
+];
+
+/// Debian packages `cargo xtask dist` and its tests need: lintian checks the packages, buildah
+/// builds the image, containerd + runc run it in the tests (podman cannot run containers on
+/// hosts without CAP_SYS_RESOURCE), file and binutils (readelf) check the binaries are static.
+const DIST_APT_PACKAGES: [&str; 7] = [
+    "lintian",
+    "buildah",
+    "containerd",
+    "runc",
+    "file",
+    "binutils",
+    "dpkg-dev",
 ];
 
 /// Runs a command, failing with its name if it cannot start or exits non-zero.
@@ -178,4 +195,9 @@ pub fn ensure_all() -> Result<()> {
     ensure_toolchain(HOST_TOOLCHAIN, &["clippy", "rustfmt"], &MUSL_TARGETS)?;
     ensure_toolchain(BPF_TOOLCHAIN, &["rust-src", "clippy", "rustfmt"], &[])?;
     ensure_bpf_linker()
+}
+
+/// Installs what `cargo xtask dist` and its tests need beyond [`ensure_all`].
+pub fn ensure_dist() -> Result<()> {
+    apt_install(&DIST_APT_PACKAGES)
 }
