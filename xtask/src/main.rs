@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod dist;
 mod matrix;
 mod run;
 mod test;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// Boot a Debian kernel under QEMU and run a command inside it.
     Vm(vm::VmArgs),
+    /// Static binaries, tarballs, .deb packages and the OCI image, in target/dist/.
+    Dist(dist::DistArgs),
     /// Measure what tracing costs per sendfile, beside the floor, bpftrace and strace.
     Bench(bench::BenchArgs),
 }
@@ -55,6 +58,7 @@ fn main() {
             }),
         Command::Vm(args) => vm::run(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Dist(args) => dist::dist(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

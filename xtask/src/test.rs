@@ -1,9 +1,11 @@
 //! `cargo xtask test`: lints, unit tests, and the real integration suite (tracer + workload).
 
+use std::time::Instant;
+
 use anyhow::Result;
 
 use crate::{
-    compile, matrix,
+    compile, dist, matrix,
     tools::{self, BPF_TOOLCHAIN, HOST_TOOLCHAIN, cargo},
     vm::workspace_root,
 };
@@ -27,6 +29,52 @@ pub struct TestArgs {
     /// Run only the kernel × hook matrix (no lints, no host suite).
     #[arg(long, conflicts_with_all = ["no_matrix", "no_lint"])]
     pub only_matrix: bool,
+    /// Skip building and testing what `cargo xtask dist` ships (.deb, OCI image).
+    #[arg(long)]
+    pub no_dist: bool,
+}
+
+/// Builds this architecture's .deb and the image (as `cargo xtask dist` does, lintian
+/// included), then installs, runs and purges them (sendfile-trace/tests/dist.rs).
+fn dist_test() -> Result<()> {
+    let started = Instant::now();
+    tools::ensure_dist()?;
+    let arch = dist::host_arch()?;
+    let out = dist::build(&[arch], true)?;
+    let (_, built) = &out.arches[0];
+    let image = out.image.as_ref().expect("the image was asked for");
+    let built_in = started.elapsed();
+    tools::run(
+        cargo(HOST_TOOLCHAIN)
+            .current_dir(workspace_root())
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "sendfile-trace",
+                "--test",
+                "dist",
+            ])
+            .args(["--", "--ignored", "--test-threads=1"])
+            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object())
+            .env("SENDFILE_TRACE_DEB", &built.deb)
+            .env("SENDFILE_TRACE_IMAGE", image)
+            .env(
+                "SENDFILE_TRACE_IMAGE_REF",
+                format!("{}:{}", dist::IMAGE_NAME, out.version),
+            )
+            .env("SENDFILE_WORKLOAD_STATIC_BIN", &built.workload)
+            .env(
+                "SENDFILE_WORKLOAD_BIN",
+                compile::host_bin("sendfile-workload"),
+            ),
+    )?;
+    eprintln!(
+        "xtask: dist: built in {:.0} s, tested in {:.0} s",
+        built_in.as_secs_f64(),
+        (started.elapsed() - built_in).as_secs_f64()
+    );
+    Ok(())
 }
 
 fn lint() -> Result<()> {
@@ -97,6 +145,9 @@ pub fn test(args: TestArgs) -> Result<i32> {
             )
             .env("SENDFILE_WORKLOAD32_BIN", &workload32),
     )?;
+    if !args.no_dist {
+        dist_test()?;
+    }
     if !args.no_matrix {
         matrix::run(&selected_arches(&args), &selected_kernels(&args))?;
     }

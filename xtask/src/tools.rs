@@ -43,6 +43,19 @@ const APT_PACKAGES: [&str; 14] = [
     "runc",
 ];
 
+/// Debian packages `cargo xtask dist` and its tests need: lintian checks the packages, buildah
+/// builds the image, containerd + runc run it in the tests (podman cannot run containers on
+/// hosts without CAP_SYS_RESOURCE), file and binutils (readelf) check the binaries are static.
+const DIST_APT_PACKAGES: [&str; 7] = [
+    "lintian",
+    "buildah",
+    "containerd",
+    "runc",
+    "file",
+    "binutils",
+    "dpkg-dev",
+];
+
 /// Runs a command, failing with its name if it cannot start or exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
@@ -188,4 +201,9 @@ pub fn ensure_all() -> Result<()> {
     ensure_toolchain(HOST_TOOLCHAIN, &["clippy", "rustfmt"], &MUSL_TARGETS)?;
     ensure_toolchain(BPF_TOOLCHAIN, &["rust-src", "clippy", "rustfmt"], &[])?;
     ensure_bpf_linker()
+}
+
+/// Installs what `cargo xtask dist` and its tests need beyond [`ensure_all`].
+pub fn ensure_dist() -> Result<()> {
+    apt_install(&DIST_APT_PACKAGES)
 }

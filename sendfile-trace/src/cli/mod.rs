@@ -13,6 +13,15 @@ use crate::kernel::filter::{
     self, FilterSet, OutType, parse_comm, parse_min_bytes, parse_pid, parse_uid,
 };
 
+/// What `--version` prints after the name: the crate version and the git commit it was built
+/// from ("unknown" when built outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SENDFILE_TRACE_COMMIT"),
+    ")"
+);
+
 /// Which kernel hook to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum HookChoice {
@@ -33,7 +42,7 @@ pub enum HookChoice {
 /// (`ring-buffer-size = "8M"`, `output = ["-", "syslog:///dev/log"]`); the command line
 /// overrides the environment, which overrides the file.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(version = VERSION, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Read options from this TOML file (keys are the long option names).
     #[arg(long, value_name = "FILE")]

@@ -146,11 +146,21 @@ impl Tracer {
     /// Starts `sendfile-trace --hook HOOK ARGS…` and waits for its `tracer_start` record on
     /// stdout, or in `--output FILE` when `args` has it.
     pub fn start(hook: &str, args: &[&str]) -> Result<Tracer, StartFailure> {
+        Tracer::start_command(Command::new(tracer_bin()), hook, args)
+    }
+
+    /// [`Tracer::start`] with the tracer run by `command` (a wrapper such as a container
+    /// runtime's `run … sendfile-trace`), which gets `--hook HOOK ARGS…` appended.
+    pub fn start_command(
+        mut command: Command,
+        hook: &str,
+        args: &[&str],
+    ) -> Result<Tracer, StartFailure> {
         let output_file = args
             .iter()
             .position(|a| *a == "--output")
             .map(|i| PathBuf::from(args[i + 1]));
-        let mut child = Command::new(tracer_bin())
+        let mut child = command
             .arg("--hook")
             .arg(hook)
             .args(args)
