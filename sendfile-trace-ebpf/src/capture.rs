@@ -58,6 +58,10 @@ pub struct Scratch {
     tail: [u8; TAIL_SIZE + TAIL_SLACK],
     /// Bytes of `tail` used (see [`fd::Tail`]).
     pos: u32,
+    /// The caller's root mount, root dentry and namespace root mount ([`fd::caller_roots`]).
+    roots: [u64; 3],
+    /// Kernel struct windows read while describing a descriptor ([`fd::Tail::window`]).
+    window: [u64; fd::WINDOW_WORDS],
 }
 
 /// One [`Scratch`] per CPU.
@@ -383,9 +387,13 @@ fn write_entry(
         ..EntryRecord::default()
     };
     s.pos = 0;
+    // SAFETY: this CPU's scratch value (see above).
+    unsafe { core::ptr::write_volatile(&mut s.roots, fd::caller_roots()) };
     let mut t = fd::Tail {
         base: s.tail.as_mut_ptr(),
         pos: &mut s.pos,
+        roots: &s.roots,
+        window: &mut s.window,
     };
     fd::describe(&mut t, fd::lookup(table, args.in_fd), &mut s.rec.in_fd);
     fd::describe(&mut t, out, &mut s.rec.out_fd);

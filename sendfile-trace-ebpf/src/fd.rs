@@ -28,7 +28,21 @@ pub struct Tail {
     pub base: *mut u8,
     /// Bytes used so far (in map memory).
     pub pos: *mut u32,
+    /// The caller's roots, from [`caller_roots`], in map memory: read where compared, not kept
+    /// in registers across the walk (the entry programs' 512-byte stack has no room for their
+    /// spills once flows are counted too).
+    pub roots: *const [u64; 3],
+    /// Room for the file and inode windows read in [`describe`], in map memory for the same
+    /// reason: on the stack they (and the copies `Option` makes of them) took 200 bytes of it.
+    pub window: *mut [u64; WINDOW_WORDS],
 }
+
+/// Words of [`Tail::window`]: the larger of the file and inode windows.
+pub const WINDOW_WORDS: usize = if FILE_WINDOW > INODE_WINDOW {
+    FILE_WINDOW as usize / 8
+} else {
+    INODE_WINDOW as usize / 8
+};
 
 impl Tail {
     /// Bytes used so far.
@@ -145,18 +159,18 @@ impl PathBits {
 /// namespace, for [`walk_path`] to tell where a path really starts. BTF-typed loads (about a
 /// nanosecond each); zeros if the task has no `fs` (an exiting task), which only sets flags.
 #[inline(always)]
-fn caller_roots() -> (u64, u64, u64) {
+pub fn caller_roots() -> [u64; 3] {
     let task = current_task();
     let fs: u64 = load(task, off!(task_fs));
     let root_vfsmnt: u64 = load(fs, off!(fs_root));
     let root_dentry: u64 = load(fs, off!(fs_root) + 8);
     let ns: u64 = load(load::<u64>(task, off!(task_nsproxy)), off!(nsproxy_mnt_ns));
     let ns_root: u64 = load(ns, off!(mnt_ns_root));
-    (
+    [
         root_vfsmnt.wrapping_sub(off!(mount_mnt)),
         root_dentry,
         ns_root,
-    )
+    ]
 }
 
 /// Walks `dentry` in mount `vfsmnt` up to the root of the mount namespace, appending each
@@ -187,7 +201,9 @@ pub fn walk_path(
     let limit = start + PATH_BUDGET;
     let (o_mnt, o_mparent, o_pprev) =
         (off!(mount_mnt), off!(mount_parent), off!(dentry_hash_pprev));
-    let (root_mount, root_dentry, ns_root) = caller_roots();
+    let roots = t.roots;
+    // SAFETY (the three): the roots are in this CPU's scratch value, alive while we run.
+    let root = |i: usize| unsafe { core::ptr::read_volatile(&(*roots)[i]) };
     let leaf = dentry;
     let mut mount = vfsmnt.wrapping_sub(o_mnt);
     // Flags are set in map memory where they are decided, never carried in registers past the
@@ -209,7 +225,7 @@ pub fn walk_path(
     }
     let depth = if mnt_root == 0 { 0 } else { PATH_DEPTH };
     for _ in 0..depth {
-        if dentry == root_dentry && mount == root_mount {
+        if dentry == root(1) && mount == root(0) {
             // The caller's root: the kernel's d_path stops here; this walk goes on to the
             // namespace root (paths are absolute in the namespace) and only notes it.
             clear_flags(flags, bits.outside_root);
@@ -217,7 +233,7 @@ pub fn walk_path(
         if dentry == mnt_root {
             // Top of this mount: continue from where it is mounted, or stop at the namespace root.
             if mnt_parent == mount {
-                if mount != ns_root {
+                if mount != root(2) {
                     set_flags(flags, bits.detached);
                 }
                 clear_flags(flags, bits.truncated);
@@ -370,27 +386,31 @@ pub fn describe(t: &mut Tail, found: u64, r: &mut FdRecord) {
     // f_inode and f_path in one read, then i_mode, i_sb and i_ino in one.
     let fw = off!(file_window);
     let iw = off!(inode_mode);
-    let Some(f) = read::<[u64; FILE_WINDOW as usize / 8]>(file, fw) else {
+    let w = t.window;
+    // SAFETY: `w` is this CPU's scratch window, WINDOW_WORDS ≥ FILE_WINDOW / 8 words long.
+    if !unsafe { copy(w.cast(), FILE_WINDOW, file.wrapping_add(fw)) } {
         read_failed(r);
         return;
-    };
-    let inode = word(&f, fw, off!(file_inode));
-    // struct path: mnt, then dentry. Taken now so that the window's stack can be reused.
-    let mnt = word(&f, fw, off!(file_path_mnt));
-    let dentry = word(&f, fw, off!(file_path_dentry));
-    let Some(i) = Some(inode)
-        .filter(|&inode| inode != 0)
-        .and_then(|inode| read::<[u64; INODE_WINDOW as usize / 8]>(inode, iw))
-    else {
+    }
+    // SAFETY: this CPU's scratch window, just filled.
+    let f = unsafe { &*w };
+    let inode = word(f, fw, off!(file_inode));
+    // struct path: mnt, then dentry. Taken now, as the inode's read reuses the window.
+    let mnt = word(f, fw, off!(file_path_mnt));
+    let dentry = word(f, fw, off!(file_path_dentry));
+    // SAFETY: as above, WINDOW_WORDS ≥ INODE_WINDOW / 8 words.
+    if inode == 0 || !unsafe { copy(w.cast(), INODE_WINDOW, inode.wrapping_add(iw)) } {
         read_failed(r);
         return;
-    };
+    }
+    // SAFETY: this CPU's scratch window, just filled.
+    let i = unsafe { &*w };
     let mode = (i[0] & 0xffff) as u32;
     let kind = kind_of_mode(mode);
     r.kind = kind;
     r.mode = mode;
-    r.ino = word(&i, iw, off!(inode_ino));
-    let sb = word(&i, iw, off!(inode_sb));
+    r.ino = word(i, iw, off!(inode_ino));
+    let sb = word(i, iw, off!(inode_sb));
     r.dev = if sb == 0 {
         0
     } else {
