@@ -202,8 +202,10 @@ pub fn walk_path(
     let (o_mnt, o_mparent, o_pprev) =
         (off!(mount_mnt), off!(mount_parent), off!(dentry_hash_pprev));
     let roots = t.roots;
-    // SAFETY (the three): the roots are in this CPU's scratch value, alive while we run.
-    let root = |i: usize| unsafe { core::ptr::read_volatile(&(*roots)[i]) };
+    let root = |i: usize| {
+        // SAFETY: the roots are in this CPU's scratch value, alive while we run.
+        unsafe { core::ptr::read_volatile(&(*roots)[i]) }
+    };
     let leaf = dentry;
     let mut mount = vfsmnt.wrapping_sub(o_mnt);
     // Flags are set in map memory where they are decided, never carried in registers past the
