@@ -521,7 +521,8 @@ fn text_is_one_escaped_line_per_call() {
         .collect();
     assert_eq!(mine.len(), calls.len(), "one line per call:\n{out}");
     for l in &mine {
-        assert!(l.contains(" evil\\nname\\x1b[2J["), "{l}");
+        // Quoted, escaped: the name ends at the first bare quote.
+        assert!(l.contains(" \"evil\\nname\\x1b[2J\"["), "{l}");
         assert!(!l.contains('\x1b'), "{l:?}");
         let t = &l[..12];
         assert!(

@@ -29,13 +29,13 @@ pub fn is_deceptive(c: char) -> bool {
 
 /// serde_json's compact formatter, with [`is_deceptive`] characters in strings written as `\u`
 /// escapes. serde_json hands string contents over in fragments that need no JSON escaping; the
-/// check for the rare characters is one scan of each fragment (`is_ascii`, word at a time), and
+/// check for the rare characters is one scan of each fragment (eight bytes a step), and
 /// a fragment without them is copied as it is, with no allocation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SafeFormatter;
 
 impl Formatter for SafeFormatter {
-    #[inline]
+    #[inline(always)]
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
         writer: &mut W,
@@ -43,9 +43,19 @@ impl Formatter for SafeFormatter {
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
         // ASCII without DEL holds none of them (serde_json escapes the C0 controls itself).
-        if bytes.is_ascii() && !bytes.contains(&0x7f) {
+        if all_below_del(bytes) {
             return writer.write_all(bytes);
         }
+        escape_slow(writer, fragment)
+    }
+}
+
+/// [`SafeFormatter::write_string_fragment`] for a fragment with bytes from 0x7f up: walks it by
+/// character. Kept out of line so that the common case stays small.
+#[inline(never)]
+fn escape_slow<W: ?Sized + io::Write>(writer: &mut W, fragment: &str) -> io::Result<()> {
+    let bytes = fragment.as_bytes();
+    {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if is_deceptive(c) {
@@ -62,6 +72,23 @@ impl Formatter for SafeFormatter {
         }
         writer.write_all(&bytes[start..])
     }
+}
+
+/// Whether every byte is below 0x7f, eight at a time: a byte `b` is 0x7f or more exactly when
+/// `b | (b + 1)` has its top bit set, and adding 1 to each byte of a word carries out of a byte
+/// only if it is 0xff (itself flagged), so the word test has no false negatives.
+#[inline]
+fn all_below_del(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or([0xff; 8]));
+        if (w | w.wrapping_add(ONES)) & TOPS != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b < 0x7f)
 }
 
 // The other methods are serde_json's compact ones.
@@ -90,6 +117,18 @@ mod tests {
         assert!(l.chars().all(|c| !is_deceptive(c)), "{l}");
         let back: String = serde_json::from_str(&l).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_word_test_flags_exactly_the_bytes_from_del_up() {
+        for b in 0..=255u8 {
+            for pos in 0..11 {
+                let mut v = vec![b'a'; 11];
+                v[pos] = b;
+                assert_eq!(all_below_del(&v), b < 0x7f, "{b:#x} at {pos}");
+            }
+        }
+        assert!(all_below_del(&[0x7e; 16]) && all_below_del(b""));
     }
 
     #[test]
