@@ -929,12 +929,28 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
             OsStr::new("1"),
         ],
     );
-    let one = dir.path().join("events.json.1");
-    let two = dir.path().join("events.json.2");
-    // Wait for the writes to settle: all three files there, sizes unchanged for 300 ms (a
-    // rotation in progress briefly has no FILE).
+    // Rotated files are numbered in order (the highest is the newest); 2 are kept.
+    let rotated = || {
+        let mut n: Vec<u64> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("events.json.")?.parse().ok()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    // Wait for the writes to settle: FILE and two rotated files there, sizes unchanged for
+    // 300 ms (a rotation in progress briefly has no FILE).
     let sizes = || {
-        [&file, &one, &two]
+        let mut paths = vec![file.clone()];
+        paths.extend(
+            rotated()
+                .iter()
+                .map(|n| dir.path().join(format!("events.json.{n}"))),
+        );
+        paths
             .iter()
             .map(|p| std::fs::metadata(p).map(|m| m.len()).ok())
             .collect::<Option<Vec<u64>>>()
@@ -942,15 +958,24 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
     run.wait("two rotations, settled", |_| {
         let a = sizes();
         std::thread::sleep(Duration::from_millis(300));
-        a.is_some() && a == sizes()
+        a.as_ref().is_some_and(|v| v.len() == 3) && a == sizes()
     });
+    let numbers = rotated();
+    assert_eq!(numbers.len(), 2, "{numbers:?}");
+    assert_eq!(
+        numbers[1],
+        numbers[0] + 1,
+        "the newest two are kept: {numbers:?}"
+    );
+    assert!(numbers[1] > 2, "more than two rotations: {numbers:?}");
+    let one = dir.path().join(format!("events.json.{}", numbers[0]));
+    let two = dir.path().join(format!("events.json.{}", numbers[1]));
     for p in [&file, &one, &two] {
         let m = std::fs::metadata(p).unwrap();
         assert!(m.len() <= 8192, "{} is {} bytes", p.display(), m.len());
         assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
         json_lines(&std::fs::read_to_string(p).unwrap());
     }
-    assert!(!dir.path().join("events.json.3").exists());
 
     // logrotate's way: move the file away, SIGHUP, the tracer writes a new one.
     let moved = dir.path().join("moved.json");
@@ -961,7 +986,13 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
     let calls = workload(&[]);
     let (_, stderr) = run.stop();
     assert!(stderr.contains("reopened on SIGHUP"), "{stderr}");
-    let all: String = [&moved, &file, &one, &two]
+    let mut paths = vec![moved, file.clone()];
+    paths.extend(
+        rotated()
+            .iter()
+            .map(|n| dir.path().join(format!("events.json.{n}"))),
+    );
+    let all: String = paths
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap_or_default())
         .collect();

@@ -288,6 +288,8 @@ fn records_a_peer_never_reads_are_counted_when_the_stop_grace_ends() {
     let (stop, before) = split_stop(&copy);
     let lost = sink_lost(stop, before, &tcp);
     assert!(stderr.contains("given up"), "{stderr}");
+    eprintln!("{stderr}");
+    eprintln!("{}\n{stop}", before.last().unwrap());
     let received: Vec<String> = std::mem::take(&mut *conns.lock().unwrap())
         .into_iter()
         .flat_map(frames)
@@ -442,6 +444,11 @@ fn a_record_too_large_for_a_datagram_is_sent_cut_and_marked() {
         *restored.pointer_mut(ptr).unwrap() = Value::String(whole.into());
     }
     assert_eq!(&restored, full, "only the listed strings differ");
+    eprintln!(
+        "{full_len} bytes, cut: {}",
+        serde_json::to_string(cut).unwrap().len()
+    );
+    eprintln!("cutToFit: {}", cut["cutToFit"]);
     assert_eq!(stop["lostByReason"]["sink"], 0, "{stop}");
     assert!(stderr.contains("does not fit a datagram"), "{stderr}");
 }

@@ -221,6 +221,9 @@ pub fn ecs(rec: Record<'_>) -> Value {
             if let Some(sink) = &l.sink {
                 lost["sink"] = json!(sink);
             }
+            if !l.records.is_empty() {
+                lost["records"] = json!(l.records);
+            }
             put(&mut o, "sendfile", lost);
         }
         Record::Stop(s) => {

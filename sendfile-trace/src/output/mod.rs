@@ -232,7 +232,10 @@ impl Output {
         if let Record::Stop(stop) = record.as_record() {
             let mut stop = stop.clone();
             self.settle(STOP_GRACE);
-            self.report_sink_losses(crate::kernel::system::WallClock::now_ns())?;
+            let now = crate::kernel::system::WallClock::now_ns();
+            self.report_sink_losses(now)?;
+            // After the wait, and after the loss report it may have caused.
+            stop.timestamp = now;
             // The losses just reported: what the sinks lose from now on (this report itself,
             // the stop) is after the count.
             stop.lost_by_reason
