@@ -180,7 +180,7 @@ pub fn build(arches: &[&'static Arch], image: bool) -> Result<Artifacts> {
 
 /// The workspace version (`[workspace.package] version` in Cargo.toml), as cargo reads it.
 pub fn version() -> Result<String> {
-    let out = Command::new("cargo")
+    let out = cargo(HOST_TOOLCHAIN)
         .current_dir(workspace_root())
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .stderr(Stdio::inherit())
