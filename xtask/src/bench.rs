@@ -770,6 +770,8 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -
     let mut stop_rec = Value::Null;
     let mut lost_records = 0u64;
     let mut flow_records = 0u64;
+    // Of `delivered`, those delivered as `sendfile` events (the rest in flow records).
+    let mut delivered_events = 0u64;
     for line in std::fs::read_to_string(&out)?.lines() {
         let v: Value = serde_json::from_str(line)
             .with_context(|| format!("not JSON in the tracer's output: {line}"))?;
@@ -779,6 +781,7 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -
                 // hostProcessId: present even when an entry record was lost (processId is then null).
                 if v["hostProcessId"].as_u64() == Some(u64::from(workload_pid)) {
                     delivered += 1;
+                    delivered_events += 1;
                 }
             }
             // In flows mode a call is delivered as part of its flow's record.
@@ -809,7 +812,7 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -
         "delivered": delivered,
         "lost": lost,
         "exact": delivered + lost == made,
-        "otherSendfileEvents": all_sendfile - delivered,
+        "otherSendfileEvents": all_sendfile - delivered_events,
         "tracerStopEvents": stop_rec["events"],
         "tracerStopMatchesLines": stop_rec["events"].as_u64() == Some(all_sendfile),
         "lostInEventsLostRecords": lost_records,
