@@ -183,7 +183,7 @@ impl Output {
         Ok(Output {
             format: cfg.format.unwrap_or_else(Format::default_for_stdout),
             sinks,
-            batch: Batch::with_capacity(BATCH_BYTES + 4096),
+            batch: Batch::with_capacity(4096),
             event_counters: Vec::new(),
             closed,
             stopping,
@@ -243,7 +243,10 @@ impl Output {
         if self.batch.is_empty() {
             return;
         }
-        let next = Batch::with_capacity(BATCH_BYTES + 4096);
+        // Sized from the batch just sent: a trickle's batches stay small in the queue (which
+        // is bounded in records, not bytes), a flood's are allocated once at full size.
+        let used = self.batch.byte_len();
+        let next = Batch::with_capacity((used + used / 4 + 1024).min(BATCH_BYTES + 4096));
         let batch = Arc::new(std::mem::replace(&mut self.batch, next));
         let n = batch.len();
         for s in &self.sinks {
