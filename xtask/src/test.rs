@@ -24,6 +24,9 @@ pub struct TestArgs {
     /// Skip the kernel × hook matrix (host suite only).
     #[arg(long)]
     pub no_matrix: bool,
+    /// Run only the kernel × hook matrix (no lints, no host suite).
+    #[arg(long, conflicts_with = "no_matrix")]
+    pub matrix_only: bool,
 }
 
 fn lint() -> Result<()> {
@@ -73,6 +76,9 @@ fn lint() -> Result<()> {
 /// Runs the whole suite; the exit code is 0 only if everything passed.
 pub fn test(args: TestArgs) -> Result<i32> {
     tools::ensure_all()?;
+    if args.matrix_only {
+        return run_matrix(&args).map(|()| 0);
+    }
     compile::build_host()?;
     let workload32 = compile::build_workload32()?;
     if !args.no_lint {
@@ -91,19 +97,20 @@ pub fn test(args: TestArgs) -> Result<i32> {
             .env("SENDFILE_WORKLOAD32_BIN", &workload32),
     )?;
     if !args.no_matrix {
-        let kernels: Vec<&'static str> = if args.kernels.is_empty() {
-            matrix::KERNELS.to_vec()
-        } else {
-            matrix::KERNELS
-                .into_iter()
-                .filter(|k| args.kernels.iter().any(|a| a == k))
-                .collect()
-        };
-        let arches: Vec<&'static str> = matrix::ARCHES
-            .into_iter()
-            .filter(|a| args.arches.is_empty() || args.arches.iter().any(|x| x == a))
-            .collect();
-        matrix::run(&arches, &kernels)?;
+        run_matrix(&args)?;
     }
     Ok(0)
+}
+
+/// The kernel × hook matrix over the selected architectures and kernels.
+fn run_matrix(args: &TestArgs) -> Result<()> {
+    let kernels: Vec<&'static str> = matrix::KERNELS
+        .into_iter()
+        .filter(|k| args.kernels.is_empty() || args.kernels.iter().any(|a| a == k))
+        .collect();
+    let arches: Vec<&'static str> = matrix::ARCHES
+        .into_iter()
+        .filter(|a| args.arches.is_empty() || args.arches.iter().any(|x| x == a))
+        .collect();
+    matrix::run(&arches, &kernels)
 }
