@@ -110,6 +110,17 @@ pub fn expectation(hook: &str) -> Expect {
     }
 }
 
+/// How long a tracer may take to load and attach: 60 s, or `SENDFILE_TRACE_TEST_START_SECS`
+/// (the matrix gives emulated arm64 guests more: the verifier runs on an emulated CPU there,
+/// and on a loaded host one start took over 60 s).
+pub fn start_timeout() -> Duration {
+    let secs = std::env::var("SENDFILE_TRACE_TEST_START_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
 /// Whether kernel release `release` ("6.1.0-56-arm64") is older than `major.minor`.
 fn kernel_older_than(release: &str, (major, minor): (u32, u32)) -> bool {
     let mut parts = release
@@ -192,7 +203,7 @@ impl Tracer {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + start_timeout();
         loop {
             if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 break;
