@@ -204,6 +204,13 @@ impl AttachError {
             .trim_end_matches('.');
         if reason.contains("kprobe/type") {
             format!("{reason} (this kernel has no kprobe PMU: built without CONFIG_KPROBES)")
+        } else if reason.contains("os error 524") {
+            // ENOTSUPP from the trampoline attach: no ftrace direct calls for this architecture
+            // (arm64 has them from Linux 6.4; Debian's arm64 6.1 answers this).
+            format!(
+                "{reason} (this kernel cannot attach BPF trampolines to kernel functions; on \
+                 arm64 fentry needs Linux 6.4 or later)"
+            )
         } else if reason.contains("Operation not permitted") {
             format!(
                 "{reason} (the kernel refuses this program type: lockdown, an LSM policy or a \

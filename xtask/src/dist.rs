@@ -11,7 +11,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{compile, tools, vm::workspace_root};
+use crate::{
+    compile,
+    tools::{self, HOST_TOOLCHAIN, cargo},
+    vm::workspace_root,
+};
 
 /// Options of `cargo xtask dist`.
 #[derive(Debug, clap::Args)]

@@ -27,7 +27,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub no_matrix: bool,
     /// Run only the kernel × hook matrix (no lints, no host suite).
-    #[arg(long, conflicts_with_all = ["no_matrix", "no_lint"])]
+    #[arg(long, alias = "matrix-only", conflicts_with_all = ["no_matrix", "no_lint"])]
     pub only_matrix: bool,
     /// Skip building and testing what `cargo xtask dist` ships (.deb, OCI image).
     #[arg(long)]
