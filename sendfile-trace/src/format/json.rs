@@ -81,14 +81,14 @@ fn escape_slow<W: ?Sized + io::Write>(writer: &mut W, fragment: &str) -> io::Res
 fn all_below_del(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const TOPS: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or([0xff; 8]));
+    let (words, rest) = bytes.as_chunks::<8>();
+    for c in words {
+        let w = u64::from_le_bytes(*c);
         if (w | w.wrapping_add(ONES)) & TOPS != 0 {
             return false;
         }
     }
-    chunks.remainder().iter().all(|&b| b < 0x7f)
+    rest.iter().all(|&b| b < 0x7f)
 }
 
 // The other methods are serde_json's compact ones.
