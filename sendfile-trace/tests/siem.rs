@@ -918,6 +918,9 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
         "8K",
         "--rotate-keep",
         "2",
+        // Only this test's workload: other processes' calls would rotate its records away.
+        "--comm",
+        "siem-rotate",
     ]);
     run.wait("tracer_start", |_| file_has(&file, "tracer_start"));
     run_workload(
@@ -927,6 +930,8 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
             OsStr::new("200"),
             OsStr::new("--size"),
             OsStr::new("1"),
+            OsStr::new("--comm"),
+            OsStr::new("siem-rotate"),
         ],
     );
     // Rotated files are numbered in order (the highest is the newest); 2 are kept.
@@ -983,7 +988,7 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(run.child.id() as i32, libc::SIGHUP) };
     run.wait("a new file after SIGHUP", |_| file.exists());
-    let calls = workload(&[]);
+    let calls = workload(&["--comm", "siem-rotate"]);
     let (_, stderr) = run.stop();
     assert!(stderr.contains("reopened on SIGHUP"), "{stderr}");
     let mut paths = vec![moved, file.clone()];

@@ -824,6 +824,13 @@ pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
                 return bad(format!("type, want {want_type}"));
             }
             let ours = expected_text(&e["path"], &e["pathHex"]);
+            // A pseudo file's path is the kernel's whole name, " (deleted)" included, which
+            // strace's reading takes off as the deletion mark.
+            let mut path = path.clone();
+            if e["pseudo"] == true && *deleted {
+                path.extend_from_slice(b" (deleted)");
+            }
+            let path = &path;
             // A truncated walk keeps the leaf end: strace's full path must end with it.
             let matches = if e["truncated"] == true {
                 path.ends_with(&ours) && ours.len() < path.len()
