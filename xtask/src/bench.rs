@@ -143,6 +143,9 @@ struct Delivery {
     lost: u64,
     /// Whether `delivered` counts only the workload's events.
     exact: bool,
+    /// sendfile events of other processes in the same output (the tracer is host-wide: on a
+    /// shared machine their floods fill the same ring).
+    others: u64,
 }
 
 impl Delivery {
@@ -370,6 +373,7 @@ fn delivery(log: &str, file: Option<&Path>, made: u64, workload_pid: u64) -> Res
                     Some("sendfile_flow") if v["hostProcessId"].as_u64() == Some(workload_pid) => {
                         d.delivered += v["calls"].as_u64().unwrap_or(0);
                     }
+                    Some("sendfile") => d.others += 1,
                     Some("tracer_stop") => stop = Some(v),
                     _ => {}
                 }
@@ -1326,6 +1330,7 @@ fn capacity_step(bin: &Path, rate: u64) -> Result<Value> {
         "delivered": d.delivered,
         "lost": d.lost,
         "lossless": d.valid(),
+        "otherProcessesEvents": d.others,
         // The workload fell more than 5% short of the rate (the CPU was busy elsewhere).
         "rateHeld": achieved >= 0.95 * rate as f64,
         "vmHwmKiB": hwm,
@@ -1373,18 +1378,27 @@ fn capacity_table(runs: &[Value], table: &mut String) {
     let _ = writeln!(
         table,
         "\ncapacity: workload paced for {CAPACITY_SECONDS} s per rate (64 B calls to /dev/null), \
-         tracer at default settings writing tracee JSON to a file on the other CPU:"
+         tracer at default settings writing tracee JSON to a file on the other CPU (lost: the \
+         tracer's count, every process's; others' events: other processes' calls it wrote):"
     );
     let _ = writeln!(
         table,
-        "{:<12} {:>9} {:>12} {:>9} {:>10} {:>8} {:>9} {:>10}",
-        "tracer", "rate", "achieved/s", "made", "delivered", "lost", "lossless", "VmHWM KiB"
+        "{:<12} {:>9} {:>12} {:>9} {:>10} {:>8} {:>9} {:>10} {:>13}",
+        "tracer",
+        "rate",
+        "achieved/s",
+        "made",
+        "delivered",
+        "lost",
+        "lossless",
+        "VmHWM KiB",
+        "others' events"
     );
     for r in runs {
         for s in r["steps"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 table,
-                "{:<12} {:>9} {:>12.0} {:>9} {:>10} {:>8} {:>9} {:>10}",
+                "{:<12} {:>9} {:>12.0} {:>9} {:>10} {:>8} {:>9} {:>10} {:>13}",
                 r["tracer"].as_str().unwrap_or(""),
                 s["rate"].to_string(),
                 s["achievedRate"].as_f64().unwrap_or(f64::NAN),
@@ -1393,6 +1407,7 @@ fn capacity_table(runs: &[Value], table: &mut String) {
                 s["lost"].to_string(),
                 s["lossless"].to_string(),
                 s["vmHwmKiB"].to_string(),
+                s["otherProcessesEvents"].to_string(),
             );
         }
     }
