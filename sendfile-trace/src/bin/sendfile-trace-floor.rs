@@ -23,7 +23,8 @@ fn run() -> Result<(), String> {
     }
     sendfile_trace::kernel::system::raise_memlock_rlimit();
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
-    kernel::attach_tracepoints(&mut ebpf, &kernel::FLOOR_PROGRAMS).map_err(|e| e.explained())?;
+    kernel::attach_tracepoints(&mut ebpf, &kernel::programs::FLOOR_PROGRAMS)
+        .map_err(|e| e.explained())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|()| out.flush())

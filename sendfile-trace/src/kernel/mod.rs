@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod filter;
 pub mod flows;
+pub mod programs;
 pub mod system;
 
 use std::collections::HashSet;
@@ -19,7 +20,7 @@ use crate::{
     error::{AttachError, Error, LoadError, one_line},
 };
 
-use self::filter::FilterSet;
+use self::{filter::FilterSet, programs::TracepointPrograms};
 
 /// The compiled kernel side, embedded at build time (empty when built without it: see build.rs and `LoadError::ObjectMissing`).
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENDFILE_TRACE_BPF_OBJECT"));
@@ -85,25 +86,12 @@ pub struct Attached {
     pub fallbacks: Vec<(Hook, AttachError)>,
 }
 
-/// Every entry program of every hook: detached before the exit programs at shutdown.
-const ENTRY_PROGRAMS: [&str; 9] = [
-    "sendfile_kprobe_native",
-    "sendfile_kprobe_compat",
-    "sendfile_kprobe_nowrap",
-    "sendfile_fentry_native",
-    "sendfile_fentry_compat_a",
-    "sendfile_fentry_compat_b",
-    "sendfile_fentry_compat_c",
-    TRACEPOINT_PROGRAMS.enter,
-    TRACEPOINT_PROGRAMS.raw_enter,
-];
-
 impl Attached {
     /// Detaches everything, entry programs first: with an exit program gone and an entry program
     /// still there, a thread's next call would find its last one unfinished and count a false
     /// `missed_exit`. (Attaching does the mirror image: exits first.)
     pub fn detach(mut self) {
-        for name in ENTRY_PROGRAMS {
+        for name in programs::ENTRIES {
             let result = match self.ebpf.program_mut(name) {
                 Some(Program::KProbe(p)) => p.unload(),
                 Some(Program::FEntry(p)) => p.unload(),
@@ -261,23 +249,23 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     };
 
     // Return probes first, so that no entry is saved without its exit being watched.
-    let ret: &mut KProbe = program(ebpf, "sendfile_kretprobe")?;
+    let ret: &mut KProbe = program(ebpf, programs::KRETPROBE)?;
     ret.load().map_err(|e| err("loading the kretprobe", e))?;
     for f in &all {
         ret.attach(f, 0)
             .map_err(|e| err(&format!("kretprobe on {f}"), e))?;
     }
     let entry_native = if wrapped {
-        "sendfile_kprobe_native"
+        programs::KPROBE_NATIVE
     } else {
-        "sendfile_kprobe_nowrap"
+        programs::KPROBE_NOWRAP
     };
     let p: &mut KProbe = program(ebpf, entry_native)?;
     p.load().map_err(|e| err("loading the kprobe", e))?;
     p.attach(native, 0)
         .map_err(|e| err(&format!("kprobe on {native}"), e))?;
     if !compat.is_empty() {
-        let p: &mut KProbe = program(ebpf, "sendfile_kprobe_compat")?;
+        let p: &mut KProbe = program(ebpf, programs::KPROBE_COMPAT)?;
         p.load().map_err(|e| err("loading the compat kprobe", e))?;
         for f in &compat {
             p.attach(f, 0)
@@ -300,15 +288,13 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
         what: what.to_owned(),
         source,
     };
-    let compat_pairs = [
-        ("sendfile_fentry_compat_a", "sendfile_fexit_compat_a"),
-        ("sendfile_fentry_compat_b", "sendfile_fexit_compat_b"),
-        ("sendfile_fentry_compat_c", "sendfile_fexit_compat_c"),
-    ];
-    let pairs = std::iter::once((("sendfile_fentry_native", "sendfile_fexit_native"), native))
-        .chain(compat_pairs.into_iter().zip(compat.iter().copied()));
+    let pairs = std::iter::once((programs::FENTRY_NATIVE, native)).chain(
+        programs::FENTRY_COMPAT
+            .into_iter()
+            .zip(compat.iter().copied()),
+    );
     let mut targets = Vec::new();
-    for ((entry, exit), f) in pairs {
+    for (programs::FentryPair { entry, exit }, f) in pairs {
         let p: &mut FExit = program(ebpf, exit)?;
         p.load(f, &btf)
             .map_err(|e| err(&format!("loading fexit for {f}"), e))?;
@@ -322,37 +308,8 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     Ok(targets)
 }
 
-/// The programs of one tracepoint attach set, by role: the tracer's, or the bench's empty ones.
-#[derive(Clone, Copy, Debug)]
-pub struct TracepointPrograms {
-    /// On `syscalls:sys_enter_sendfile64`.
-    pub enter: &'static str,
-    /// On `syscalls:sys_exit_sendfile64`.
-    pub exit: &'static str,
-    /// On raw `sys_enter` (32-bit callers, which the per-syscall tracepoints miss on x86).
-    pub raw_enter: &'static str,
-    /// On raw `sys_exit`.
-    pub raw_exit: &'static str,
-}
-
-/// The tracer's tracepoint programs.
-pub const TRACEPOINT_PROGRAMS: TracepointPrograms = TracepointPrograms {
-    enter: "sendfile_tp_enter",
-    exit: "sendfile_tp_exit",
-    raw_enter: "sendfile_raw_enter",
-    raw_exit: "sendfile_raw_exit",
-};
-
-/// The empty programs on the same attach set (`sendfile-trace-floor`, for the bench).
-pub const FLOOR_PROGRAMS: TracepointPrograms = TracepointPrograms {
-    enter: "floor_tp_enter",
-    exit: "floor_tp_exit",
-    raw_enter: "floor_raw_enter",
-    raw_exit: "floor_raw_exit",
-};
-
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
-    attach_tracepoints(ebpf, &TRACEPOINT_PROGRAMS)
+    attach_tracepoints(ebpf, &programs::TRACEPOINT_PROGRAMS)
 }
 
 /// Loads and attaches one tracepoint set, exits first (so no entry is saved without its exit
