@@ -62,7 +62,15 @@ pub struct Scratch {
     roots: [u64; 3],
     /// Kernel struct windows read while describing a descriptor ([`fd::Tail::window`]).
     window: [u64; fd::WINDOW_WORDS],
+    /// The call's flow decision across [`write_entry`]: the slot taken ([`NO_SLOT`]: none),
+    /// whether the rate limit folded the call, and the call's flags (see [`enter`]).
+    flow_slot: u32,
+    flow_throttled: u32,
+    flow_flags: u32,
 }
+
+/// No flow slot was taken.
+const NO_SLOT: u32 = u32::MAX;
 
 /// One [`Scratch`] per CPU.
 #[map(name = "SCRATCH")]
@@ -318,7 +326,31 @@ pub fn enter(args: Args, hook: u32) {
         }
         None => None,
     };
-    if !write_entry(task, table, &args, out, pid_tgid, start_ns) {
+    // The flow decision and the flags go through map memory across the resolution: the
+    // verifier does not track values kept there, so whichever of the flow paths above was
+    // taken, it enters the long path walks in one state and verifies them once, not once per
+    // path (with the rate limit on, that was past the 1M-instruction limit).
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch value (programs of these hooks do not nest on one CPU).
+    unsafe {
+        core::ptr::write_volatile(&mut (*scratch).flow_slot, slot.unwrap_or(NO_SLOT));
+        core::ptr::write_volatile(&mut (*scratch).flow_throttled, u32::from(throttled));
+        core::ptr::write_volatile(&mut (*scratch).flow_flags, f);
+    }
+    let written = write_entry(task, table, &args, out, pid_tgid, start_ns);
+    // SAFETY: as above.
+    let (slot, throttled, mut f) = unsafe {
+        (
+            core::ptr::read_volatile(&(*scratch).flow_slot),
+            core::ptr::read_volatile(&(*scratch).flow_throttled) != 0,
+            core::ptr::read_volatile(&(*scratch).flow_flags),
+        )
+    };
+    let slot = (slot != NO_SLOT).then_some(slot);
+    let flow_key = slot.and_then(|_| flow::current_key());
+    if !written {
         f |= flags::ENTRY_LOST;
         if let Some(s) = slot {
             flow::give_back(s);

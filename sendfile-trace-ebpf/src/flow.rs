@@ -156,6 +156,14 @@ fn identity(file: u64) -> (u64, u64) {
 #[map(name = "FLOW_KEY")]
 static FLOW_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
 
+/// The key [`key`] last built on this CPU (valid until the program ends, see there).
+#[inline(always)]
+pub fn current_key() -> Option<&'static FlowKey> {
+    let k = FLOW_KEY.get_ptr(0)?;
+    // SAFETY: this CPU's value, alive while the program runs.
+    Some(unsafe { &*k })
+}
+
 /// The flow key of a call: the process and both open file descriptions (`out` already looked
 /// up), each guarded by its inode's identity. Built in this CPU's `FLOW_KEY` value, which stays
 /// valid until the program ends (programs of these hooks do not nest on one CPU).
