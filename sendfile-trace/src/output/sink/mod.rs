@@ -10,7 +10,7 @@
 mod batch;
 mod cut;
 mod file;
-mod relp;
+pub mod relp;
 mod syslog;
 
 use self::{
@@ -375,11 +375,17 @@ pub(super) fn take_back(fd: BorrowedFd<'_>, torn: u64, append: bool) {
 pub struct Hangup(pub Arc<AtomicBool>);
 
 /// Counts errors without flooding stderr: the first, then one in a thousand.
-fn log_error(name: &str, stats: &SinkStats, e: &io::Error) {
+fn log_error(name: &str, stats: &SinkStats, f: &Failure) {
     let n = stats.errors.inc();
     if n.is_multiple_of(1000) {
+        let what = if f.lost == 0 {
+            "this one lost no record: they are held"
+        } else {
+            "records are dropped and counted"
+        };
         log::warn!(
-            "output {name}: {e} ({} errors so far; records are dropped and counted)",
+            "output {name}: {} ({} errors so far; {what})",
+            f.error,
             n + 1
         );
     }
@@ -399,7 +405,7 @@ pub fn run(
 ) {
     let fail = |f: Failure| {
         stats.dropped.inc_by(f.lost);
-        log_error(&name, &stats, &f.error);
+        log_error(&name, &stats, &f);
     };
     // Given up (while stopping): what the sink and its queue hold is lost, counted once.
     let give_up = |sink: &dyn Sink| {

@@ -6,6 +6,11 @@
 //! [`MAX_SENDS`] times without an answer, and what is still unacknowledged when the tracer
 //! stops are dropped and counted.
 //!
+//! The sink thread never waits for the receiver while it has room to hold records: at most
+//! [`WINDOW`] messages are on the wire, the rest wait in the hold (up to [`HOLD_BYTES`]), and
+//! records keep coming off the queue into it while the receiver is slow, restarting or
+//! unreachable. Only a full hold makes the sink wait (and its queue fill, then drop and count).
+//!
 //! The protocol is small (frames `TXNR SP COMMAND SP DATALEN [SP DATA] LF`; commands `open`,
 //! `syslog`, `close`, answered by `rsp`; `serverclose` from the receiver) and no maintained Rust
 //! crate implements its client, so it is written here (see docs/output-losses.md).
@@ -19,8 +24,11 @@ use std::{
 
 use super::{syslog::Tcp, *};
 
-/// Messages sent and not yet acknowledged before the sender waits (librelp's default window).
-const WINDOW: usize = 128;
+/// Messages on the wire without an answer, at most. librelp's default is 128; this is larger
+/// so that a backlog (held during an outage) drains in few round trips, and the window is
+/// refilled only when half of it has been answered, in batches, so that answers trickling in
+/// one by one do not make the two ends trade small packets (Nagle against delayed ACKs).
+pub const WINDOW: usize = 1024;
 /// Sends of one message (the first and re-sends after reconnects) before it is given up.
 pub const MAX_SENDS: u32 = 5;
 /// How long the receiver may take to answer before the connection is called broken.
@@ -31,11 +39,18 @@ const READ_STEP: Duration = Duration::from_millis(100);
 const TXNR_MAX: u32 = 999_999_999;
 /// The largest answer frame accepted from the receiver.
 const MAX_FRAME: usize = 1 << 16;
+/// Message bytes held for the receiver while it is unreachable (about 50,000 records): during an
+/// outage the sink keeps taking records from its queue into this hold, so a receiver restart
+/// costs memory, not records. Beyond it the sink stops taking records and its queue
+/// (`--queue-size`) fills, then drops and counts.
+pub const HOLD_BYTES: usize = 64 << 20;
 
-/// One message awaiting its `rsp`.
+/// One message not acknowledged yet.
 struct Unacked {
+    /// Its transaction number in this session (meaningful only while in flight).
     txnr: u32,
     msg: Vec<u8>,
+    /// Sessions it was sent in.
     sends: u32,
 }
 
@@ -46,13 +61,22 @@ pub(super) struct Relp {
     host_name: String,
     proc_id: String,
     shared: Arc<SinkShared>,
+    /// Every record not acknowledged yet, oldest first: the first `in_flight` were sent in this
+    /// session and await their `rsp`; the others are held until the window has room.
     unacked: VecDeque<Unacked>,
+    /// How many of `unacked` (at its front) are on the wire in this session.
+    in_flight: usize,
+    /// Bytes of the messages in `unacked`.
+    held_bytes: usize,
     /// Frames to write.
     out: Vec<u8>,
     /// Bytes read from the receiver, not yet parsed.
     inbuf: Vec<u8>,
     txnr: u32,
-    /// Messages given up when a session opened, not reported yet.
+    /// Since when the receiver owes an answer (the last answer, or the first send after none
+    /// was in flight): [`ANSWER_TIMEOUT`] past it, the connection is called broken.
+    waiting_since: Instant,
+    /// Messages given up or refused outside `write`/`flush`, not reported yet.
     given_up: u64,
     /// The receiver is unreachable (said once per outage).
     down: bool,
@@ -67,9 +91,12 @@ impl Relp {
             proc_id: std::process::id().to_string(),
             shared,
             unacked: VecDeque::new(),
+            in_flight: 0,
+            held_bytes: 0,
             out: Vec::new(),
             inbuf: Vec::new(),
             txnr: 1,
+            waiting_since: Instant::now(),
             given_up: 0,
             down: false,
         }
@@ -81,7 +108,9 @@ impl Relp {
         match r {
             Ok(()) if n == 0 => Ok(()),
             Ok(()) => Err(Failure::new(
-                io::Error::other(format!("records given up after {MAX_SENDS} sends")),
+                io::Error::other(format!(
+                    "records refused, or given up after {MAX_SENDS} sends"
+                )),
                 n,
             )),
             Err(f) => Err(Failure::new(f.error, f.lost + n)),
@@ -108,6 +137,7 @@ impl Relp {
         self.tcp.failed(&self.shared);
         self.out.clear();
         self.inbuf.clear();
+        self.in_flight = 0;
     }
 
     /// Connects and opens a session if there is none; re-sends what is unacknowledged. Returns
@@ -162,18 +192,19 @@ impl Relp {
             self.broken();
             return Err(e);
         }
-        let mut given_up = 0;
-        let held = std::mem::take(&mut self.unacked);
-        for mut u in held {
-            if u.sends >= MAX_SENDS {
-                given_up += 1;
-                continue;
+        self.in_flight = 0;
+        self.waiting_since = Instant::now();
+        let before = self.unacked.len();
+        let mut dropped_bytes = 0;
+        self.unacked.retain(|u| {
+            let keep = u.sends < MAX_SENDS;
+            if !keep {
+                dropped_bytes += u.msg.len();
             }
-            u.txnr = self.next_txnr();
-            u.sends += 1;
-            Self::frame(&mut self.out, u.txnr, "syslog", &u.msg);
-            self.unacked.push_back(u);
-        }
+            keep
+        });
+        self.held_bytes -= dropped_bytes;
+        let given_up = (before - self.unacked.len()) as u64;
         log::info!(
             "syslog+relp://{}: session open ({} unacknowledged records sent again{})",
             self.tcp.addr,
@@ -185,6 +216,24 @@ impl Relp {
             }
         );
         Ok(given_up)
+    }
+
+    /// Frames held records while the window has room.
+    fn pump(&mut self) {
+        if self.in_flight > WINDOW / 2 {
+            return;
+        }
+        if self.in_flight == 0 && !self.unacked.is_empty() {
+            self.waiting_since = Instant::now();
+        }
+        while self.in_flight < WINDOW && self.in_flight < self.unacked.len() {
+            let txnr = self.next_txnr();
+            let u = &mut self.unacked[self.in_flight];
+            u.txnr = txnr;
+            u.sends += 1;
+            Self::frame(&mut self.out, txnr, "syslog", &u.msg);
+            self.in_flight += 1;
+        }
     }
 
     /// Reads what the receiver sent: waiting up to [`READ_STEP`] if `wait`, else only what is
@@ -307,10 +356,19 @@ impl Relp {
         while let Some((txnr, cmd, data)) = self.parse_one()? {
             match cmd.as_str() {
                 "rsp" => {
-                    let Some(i) = self.unacked.iter().position(|u| u.txnr == txnr) else {
+                    // Only the ones in flight carry this session's numbers.
+                    let Some(i) = self
+                        .unacked
+                        .iter()
+                        .take(self.in_flight)
+                        .position(|u| u.txnr == txnr)
+                    else {
                         continue;
                     };
-                    self.unacked.remove(i);
+                    let u = self.unacked.remove(i).expect("an index found in it");
+                    self.in_flight -= 1;
+                    self.held_bytes -= u.msg.len();
+                    self.waiting_since = Instant::now();
                     if !data.starts_with(b"200") {
                         refused += 1;
                         log::warn!(
@@ -332,40 +390,71 @@ impl Relp {
         Ok(refused)
     }
 
-    /// Writes the frames waiting, then takes the answers there (waiting for them until the
-    /// window has room if `until_room`, or until none is missing if `until_empty`).
-    fn exchange(&mut self, wait_for: usize, give_up: &dyn Fn() -> bool) -> Result<(), Failure> {
-        let mut lost = self.ensure_open().map_err(|e| Failure::new(e, 0))?;
+    /// On an open connection: sends what the window allows, takes the answers there (waiting up
+    /// to [`READ_STEP`] for one if `wait` and some are in flight), and refills the window.
+    /// Breaks the connection on an error or when the receiver owes an answer for longer than
+    /// [`ANSWER_TIMEOUT`]; the records stay held either way.
+    fn step(&mut self, wait: bool) -> Result<(), Failure> {
+        let mut lost = 0;
         let result = (|| {
-            if !self.out.is_empty() {
-                let conn = self.tcp.conn.as_mut().expect("open");
-                conn.write_all(&self.out)?;
-                self.out.clear();
-            }
+            self.pump();
+            self.write_out()?;
             self.read_some(false)?;
             lost += self.take_answers()?;
-            let deadline = Instant::now() + ANSWER_TIMEOUT;
-            while self.unacked.len() > wait_for && !give_up() {
-                if Instant::now() > deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer from the receiver within {ANSWER_TIMEOUT:?}"),
-                    ));
-                }
+            if wait && self.in_flight > 0 {
                 self.read_some(true)?;
+                self.read_some(false)?;
                 lost += self.take_answers()?;
+            }
+            self.pump();
+            self.write_out()?;
+            if self.in_flight > 0 && self.waiting_since.elapsed() > ANSWER_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer from the receiver within {ANSWER_TIMEOUT:?}"),
+                ));
             }
             Ok(())
         })();
         match result {
             Ok(()) if lost == 0 => Ok(()),
-            Ok(()) => Err(Failure::new(
-                io::Error::other("records refused or given up"),
-                lost,
-            )),
+            Ok(()) => Err(Failure::new(io::Error::other("records refused"), lost)),
             Err(e) => {
                 self.broken();
                 Err(Failure::new(e, lost))
+            }
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let conn = self.tcp.conn.as_mut().expect("open");
+            conn.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Connects and opens a session when the backoff allows; says a failure once per outage.
+    fn connect(&mut self) {
+        if self.tcp.conn.is_some() || !self.tcp.ready() {
+            return;
+        }
+        match self.ensure_open() {
+            Ok(given_up) => {
+                // Reported with the next write or flush.
+                self.given_up += given_up;
+                self.down = false;
+            }
+            Err(e) => {
+                if !self.down {
+                    log::warn!(
+                        "syslog+relp://{}: {e} ({} records held for the next session)",
+                        self.tcp.addr,
+                        self.unacked.len()
+                    );
+                }
+                self.down = true;
             }
         }
     }
@@ -382,51 +471,52 @@ impl Sink for Relp {
             &mut msg,
         )
         .map_err(|e| Failure::new(e, 1))?;
-        // `ready` opened the session; a full window waits for answers first. Whatever happens,
-        // the record is held until acknowledged (re-sent on the next session if need be).
+        // Held until acknowledged (sent again on the next session if need be); sent now when
+        // the window has room, written in batches.
+        self.held_bytes += msg.len();
+        self.unacked.push_back(Unacked {
+            txnr: 0,
+            msg,
+            sends: 0,
+        });
         let mut result = Ok(());
-        if self.tcp.conn.is_some() && self.unacked.len() >= WINDOW {
-            result = self.exchange(WINDOW - 1, &|| false);
-        }
         if self.tcp.conn.is_some() {
-            let txnr = self.next_txnr();
-            Self::frame(&mut self.out, txnr, "syslog", &msg);
-            self.unacked.push_back(Unacked {
-                txnr,
-                msg,
-                sends: 1,
-            });
-            if result.is_ok() && self.out.len() >= Batch::CAPACITY {
-                result = self.exchange(WINDOW, &|| false);
+            self.pump();
+            if self.out.len() >= Batch::CAPACITY || self.in_flight >= WINDOW {
+                result = self.step(false);
             }
-        } else {
-            self.unacked.push_back(Unacked {
-                txnr: 0,
-                msg,
-                sends: 0,
-            });
         }
         self.with_given_up(result)
     }
     fn flush(&mut self) -> Result<(), Failure> {
-        if self.tcp.conn.is_none() {
-            return self.with_given_up(Ok(()));
-        }
-        let r = self.exchange(WINDOW, &|| false);
+        let r = if self.tcp.conn.is_some() {
+            self.step(true)
+        } else {
+            Ok(())
+        };
         self.with_given_up(r)
     }
     fn pending(&self) -> u64 {
         self.unacked.len() as u64
     }
     fn finish(&mut self, give_up: &dyn Fn() -> bool) -> Result<(), Failure> {
-        let mut lost = 0;
+        let mut lost = std::mem::take(&mut self.given_up);
         let mut last = None;
         while !self.unacked.is_empty() && !give_up() {
-            if !self.tcp.ready() {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+            if self.tcp.conn.is_none() {
+                if !self.tcp.ready() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                match self.ensure_open() {
+                    Ok(n) => lost += n,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                }
             }
-            if let Err(f) = self.exchange(0, give_up) {
+            if let Err(f) = self.step(true) {
                 lost += f.lost;
                 last = Some(f.error);
             }
@@ -441,36 +531,22 @@ impl Sink for Relp {
             }
         }
         match last {
-            Some(e) if lost > 0 => Err(Failure::new(e, lost)),
-            _ => Ok(()),
+            _ if lost == 0 => Ok(()),
+            Some(e) => Err(Failure::new(e, lost)),
+            None => Err(Failure::new(io::Error::other("records refused"), lost)),
         }
     }
-    /// Connected (opening a session, re-sending what is held, when the backoff allows).
+    /// Connected or not, the sink takes records while its hold has room ([`HOLD_BYTES`]); a
+    /// full hold waits here for answers (connected) or for the next attempt to connect.
     fn ready(&mut self) -> bool {
-        if self.tcp.conn.is_some() {
-            return true;
+        self.connect();
+        if self.held_bytes >= HOLD_BYTES
+            && self.tcp.conn.is_some()
+            && let Err(f) = self.step(true)
+        {
+            self.given_up += f.lost;
+            log::warn!("syslog+relp://{}: {}", self.tcp.addr, f.error);
         }
-        if !self.tcp.ready() {
-            return false;
-        }
-        match self.ensure_open() {
-            Ok(given_up) => {
-                // Reported with the next write or flush.
-                self.given_up += given_up;
-                self.down = false;
-                true
-            }
-            Err(e) => {
-                if !self.down {
-                    log::warn!(
-                        "syslog+relp://{}: {e} ({} records held for the next session)",
-                        self.tcp.addr,
-                        self.unacked.len()
-                    );
-                }
-                self.down = true;
-                false
-            }
-        }
+        self.held_bytes < HOLD_BYTES
     }
 }
