@@ -213,7 +213,8 @@ impl Tracer {
                 }
             }
         });
-        let deadline = Instant::now() + start_timeout();
+        let timeout = start_timeout();
+        let deadline = Instant::now() + timeout;
         loop {
             if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 break;
@@ -237,7 +238,7 @@ impl Tracer {
             }
             assert!(
                 Instant::now() < deadline,
-                "the tracer did not start within 60 s"
+                "the tracer did not start within {timeout:?} (SENDFILE_TRACE_TEST_START_SECS)"
             );
         }
         let first = lines.lock().unwrap()[0].clone();
