@@ -57,6 +57,10 @@ const BATCH: usize = 4096;
 /// outcome to report.
 pub const UNFINISHED: &str = "unfinished";
 
+/// Loss reason of ring-buffer records the daemon cannot decode (BPF object and daemon disagree):
+/// each one is a call or a flow update that will never be reported.
+pub const MALFORMED: &str = "malformed";
+
 /// Runs the tracer until SIGINT/SIGTERM or until the output's reader goes away.
 pub fn run(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,6 +89,10 @@ struct Pipeline {
     flow_records: u64,
     /// Calls counted in flow records by the rate limit.
     folded_calls: u64,
+    /// Flow records that could not be decoded (the join counts its own).
+    flow_malformed: u64,
+    /// Malformed records already reported in `events_lost`.
+    malformed_seen: u64,
 }
 
 /// Boot-clock ns now (the clock of the kernel side's timestamps).
@@ -141,17 +149,21 @@ impl Pipeline {
     /// aborted one, or a process going past the rate limit.
     fn handle_flow(&mut self, item: &[u8]) -> WriteResult {
         let Some((table, maps)) = &mut self.flows else {
+            self.flow_malformed += 1;
             log::error!("flow record in calls mode: skipped (BPF object and daemon disagree)");
             return Ok(());
         };
         match table.push(item, &mut self.join, maps, boot_ns()) {
             Ok(Some(t)) => self.out.write(&self.enricher.throttled(&t))?,
             Ok(None) => {}
-            Err(what) => log::error!(
-                "malformed {what} record of {} bytes in the ring buffer: skipped (BPF object and \
-                 daemon disagree)",
-                item.len()
-            ),
+            Err(what) => {
+                self.flow_malformed += 1;
+                log::error!(
+                    "malformed {what} record of {} bytes in the ring buffer: skipped (BPF object \
+                     and daemon disagree)",
+                    item.len()
+                )
+            }
         }
         Ok(())
     }
@@ -206,7 +218,19 @@ impl Pipeline {
                     .write(&EventsLost::new(WallClock::now_ns(), delta, name))?;
             }
         }
+        let malformed = self.malformed();
+        if malformed > self.malformed_seen {
+            let delta = malformed - self.malformed_seen;
+            self.malformed_seen = malformed;
+            self.out
+                .write(&EventsLost::new(WallClock::now_ns(), delta, MALFORMED))?;
+        }
         self.out.report_sink_losses(WallClock::now_ns())
+    }
+
+    /// Ring-buffer records skipped because they could not be decoded.
+    fn malformed(&self) -> u64 {
+        self.join.malformed + self.flow_malformed
     }
 }
 
@@ -330,6 +354,8 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
         flows,
         flow_records: 0,
         folded_calls: 0,
+        flow_malformed: 0,
+        malformed_seen: 0,
     };
     if let Err(e) = startup {
         return finish(e);
@@ -428,6 +454,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
                 .collect();
             lost_by_reason.insert("sink", p.out.sink_lost());
             lost_by_reason.insert(UNFINISHED, unfinished);
+            lost_by_reason.insert(MALFORMED, p.malformed());
             let stop = TracerStop {
                 event_name: "tracer_stop",
                 timestamp: WallClock::now_ns(),

@@ -52,7 +52,8 @@ pub struct EventsLost {
     /// Events lost since the previous report, for this reason.
     pub lost: u64,
     /// Why: `ring_buffer_full`, `in_flight_full`, `missed_exit`, `sink` (an output's queue
-    /// was full or its write failed), or `unfinished` (calls in flight when the tracer stopped).
+    /// was full or its write failed), `unfinished` (calls in flight when the tracer stopped), or
+    /// `malformed` (ring-buffer records the daemon could not decode).
     pub reason: &'static str,
     /// With reason `sink`: which output dropped them (as given to `--output`).
     #[serde(skip_serializing_if = "Option::is_none")]

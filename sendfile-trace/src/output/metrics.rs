@@ -83,7 +83,7 @@ impl Metrics {
         );
         registry.register(
             "events_lost",
-            "events lost, by reason (ring_buffer_full, in_flight_full, missed_exit, sink, \
+            "events lost, by reason (ring_buffer_full, in_flight_full, missed_exit, sink, malformed, \
              unfinished)",
             m.lost.clone(),
         );
@@ -143,10 +143,11 @@ impl Metrics {
             m.ring_fill.clone(),
         );
         // Every reason shows from the start, at 0, so that dashboards and alerts see the series.
-        for reason in sendfile_trace_common::lost::NAMES
-            .iter()
-            .chain(&["sink", crate::daemon::UNFINISHED])
-        {
+        for reason in sendfile_trace_common::lost::NAMES.iter().chain(&[
+            "sink",
+            crate::daemon::UNFINISHED,
+            crate::daemon::MALFORMED,
+        ]) {
             let _ = m
                 .lost
                 .get_or_create(&vec![("reason", (*reason).to_owned())]);
