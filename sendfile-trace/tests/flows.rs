@@ -21,37 +21,6 @@ fn flows_of(records: &[Value], host_pid: u64) -> BTreeMap<u64, Vec<&Value>> {
     m
 }
 
-/// One flow's records folded into totals; checks that interim records chain up to one final
-/// record whose running totals are the sums of all of them.
-#[derive(Debug, Default, PartialEq)]
-struct Sum {
-    calls: u64,
-    bytes: u64,
-    failed: u64,
-    errnos: BTreeMap<String, u64>,
-}
-
-fn sum(recs: &[&Value]) -> Sum {
-    let mut s = Sum::default();
-    for (i, r) in recs.iter().enumerate() {
-        s.calls += r["calls"].as_u64().unwrap();
-        s.bytes += r["bytes"].as_u64().unwrap();
-        s.failed += r["failedCalls"].as_u64().unwrap();
-        for (k, v) in r["errnos"].as_object().unwrap() {
-            *s.errnos.entry(k.clone()).or_default() += v.as_u64().unwrap();
-        }
-        let last = i + 1 == recs.len();
-        assert_eq!(r["final"], last, "only the last record is final: {r}");
-        if !last {
-            assert_eq!(r["reason"], "interval", "{r}");
-        }
-        assert_eq!(r["totalCalls"], s.calls, "running total: {r}");
-        assert_eq!(r["totalBytes"], s.bytes, "running total: {r}");
-        assert_eq!(r["totalFailedCalls"], s.failed, "running total: {r}");
-    }
-    s
-}
-
 /// Runs the workload's flow cases and returns its lines (one per case).
 fn flow_cases(bin: &std::path::Path, cases: &[&str]) -> Vec<Value> {
     let mut args: Vec<&OsStr> = vec![OsStr::new("--flows")];
@@ -90,7 +59,7 @@ fn compare_flows(records: &[Value], lines: &[Value], hook: &str) {
             "{case}: one flow with these descriptors: {want}\nflows: {flows:#?}"
         );
         let recs = found[0];
-        let s = sum(recs);
+        let s = flow_sum(recs);
         let (first, last) = (recs[0], recs[recs.len() - 1]);
         let ctx = format!("{case}: made {want}\nreported {recs:#?}");
         assert_eq!(s.calls, want["calls"], "{ctx}");
@@ -231,10 +200,10 @@ fn flow_sums_stay_exact_while_emission_races_the_calls() {
             &extra,
         );
         let flows = flows_of(&records, pid);
-        let mut total = Sum::default();
+        let mut total = FlowSum::default();
         let mut n_records = 0;
         for recs in flows.values() {
-            let s = sum(recs);
+            let s = flow_sum(recs);
             n_records += recs.len();
             total.calls += s.calls;
             total.bytes += s.bytes;
@@ -281,7 +250,7 @@ fn the_rate_limit_folds_calls_into_flows_and_loses_none() {
         .filter(|r| r["eventName"] == "sendfile" && r["hostProcessId"] == pid)
         .count() as u64;
     let flows = flows_of(&records, pid);
-    let folded: u64 = flows.values().map(|recs| sum(recs).calls).sum();
+    let folded: u64 = flows.values().map(|recs| flow_sum(recs).calls).sum();
     assert!(flows.values().flatten().all(|r| r["throttled"] == true));
     assert_eq!(events + folded, calls, "events {events} + folded {folded}");
     assert!(

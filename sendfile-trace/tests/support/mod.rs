@@ -895,3 +895,39 @@ pub fn strace_fd_mismatch(s: &strace::Fd, e: &Value) -> Option<String> {
         }
     }
 }
+
+/// The counts of one flow's records, added up.
+#[derive(Debug, Default, PartialEq)]
+pub struct FlowSum {
+    /// Calls, failed ones included.
+    pub calls: u64,
+    /// Sum of positive returns.
+    pub bytes: u64,
+    /// Failed calls.
+    pub failed: u64,
+    /// Failed calls by errno name.
+    pub errnos: std::collections::BTreeMap<String, u64>,
+}
+
+/// One flow's records (one `flowId`, in the order written) folded into totals; checks that
+/// interim records chain up to one final record whose running totals are the sums of all of them.
+pub fn flow_sum(recs: &[&Value]) -> FlowSum {
+    let mut s = FlowSum::default();
+    for (i, r) in recs.iter().enumerate() {
+        s.calls += r["calls"].as_u64().unwrap();
+        s.bytes += r["bytes"].as_u64().unwrap();
+        s.failed += r["failedCalls"].as_u64().unwrap();
+        for (k, v) in r["errnos"].as_object().unwrap() {
+            *s.errnos.entry(k.clone()).or_default() += v.as_u64().unwrap();
+        }
+        let last = i + 1 == recs.len();
+        assert_eq!(r["final"], last, "only the last record is final: {r}");
+        if !last {
+            assert_eq!(r["reason"], "interval", "{r}");
+        }
+        assert_eq!(r["totalCalls"], s.calls, "running total: {r}");
+        assert_eq!(r["totalBytes"], s.bytes, "running total: {r}");
+        assert_eq!(r["totalFailedCalls"], s.failed, "running total: {r}");
+    }
+    s
+}
