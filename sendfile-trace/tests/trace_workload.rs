@@ -80,8 +80,8 @@ fn paths_walked_without_bpf_loop_are_the_same() {
     let start = now_ns();
     let mut command = Command::new(tracer_bin());
     command.env("SENDFILE_TRACE_NO_BPF_LOOP", "1");
-    let tracer = Tracer::start_command(command, &hook, &["-v"])
-        .unwrap_or_else(|f| panic!("{hook}: {f:?}"));
+    let tracer =
+        Tracer::start_command(command, &hook, &["-v"]).unwrap_or_else(|f| panic!("{hook}: {f:?}"));
     let calls = run_workload(&workload_bin(), &[]);
     let stopped = tracer.stop();
     check_frame(&stopped);
@@ -90,8 +90,17 @@ fn paths_walked_without_bpf_loop_are_the_same() {
         "{}",
         stopped.stderr
     );
-    compare(&stopped.records, &calls, &hook, DEFAULT_COMM, (start, now_ns()));
-    eprintln!("{hook}, unrolled path walks: {} calls matched field by field", calls.len());
+    compare(
+        &stopped.records,
+        &calls,
+        &hook,
+        DEFAULT_COMM,
+        (start, now_ns()),
+    );
+    eprintln!(
+        "{hook}, unrolled path walks: {} calls matched field by field",
+        calls.len()
+    );
 }
 
 #[test]

@@ -123,6 +123,10 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         HookChoice::Fentry => &[Hook::Fentry],
         HookChoice::Tracepoint => &[Hook::Tracepoint],
     };
+    let release = system::kernel_release();
+    if system::release_version(&release).is_some_and(|v| v < (5, 13)) {
+        return Err(LoadError::KernelTooOld { release }.into());
+    }
     let offsets = kernel_offsets()?;
     let mut fallbacks = Vec::new();
     for &hook in order {
