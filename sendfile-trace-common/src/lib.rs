@@ -475,6 +475,10 @@ pub struct Offsets {
     pub mnt_ns_root: u32,
     /// `super_block.s_magic`.
     pub sb_magic: u32,
+    /// Not an offset: 1 if the kernel has the `bpf_loop` helper (its BTF names
+    /// `BPF_FUNC_loop`), so that path walks run as a `bpf_loop` callback, verified once,
+    /// instead of an unrolled loop verified once per iteration.
+    pub bpf_loop: u32,
 }
 
 /// Bytes of `struct file` read at [`Offsets::file_window`].

@@ -62,6 +62,8 @@ pub struct Scratch {
     roots: [u64; 3],
     /// Kernel struct windows read while describing a descriptor ([`fd::Tail::window`]).
     window: [u64; fd::WINDOW_WORDS],
+    /// The path walk under way ([`fd::Tail::walk`]).
+    walk: fd::Walk,
     /// The call's flow decision across [`write_entry`]: the slot taken ([`NO_SLOT`]: none),
     /// whether the rate limit folded the call, and the call's flags (see [`enter`]).
     flow_slot: u32,
@@ -426,6 +428,8 @@ fn write_entry(
         pos: &mut s.pos,
         roots: &s.roots,
         window: &mut s.window,
+        walk: &mut s.walk,
+        flags: core::ptr::null_mut(),
     };
     fd::describe(&mut t, fd::lookup(table, args.in_fd), &mut s.rec.in_fd);
     fd::describe(&mut t, out, &mut s.rec.out_fd);

@@ -93,6 +93,15 @@ pub enum LoadError {
          build time): build it with `cargo xtask build`"
     )]
     ObjectMissing,
+    /// The kernel is older than the oldest one the programs load on.
+    #[error(
+        "kernel {release} is older than 5.13, the oldest this tracer loads on (its path walks \
+         are bpf_loop callbacks, which older kernels refuse): run it on 5.13 or later"
+    )]
+    KernelTooOld {
+        /// `uname -r`.
+        release: String,
+    },
     /// The kernel's struct layouts could not be read from its BTF.
     #[error("kernel struct layouts unknown: {}", layout_hint(.0))]
     Layouts(#[source] BtfError),

@@ -70,6 +70,39 @@ fn every_hook_traces_every_call_exactly() {
     }
 }
 
+/// Kernels before 5.17 have no `bpf_loop`, and walk paths with an unrolled loop instead: the
+/// same calls, traced that way here, must give the same events field by field.
+#[test]
+fn paths_walked_without_bpf_loop_are_the_same() {
+    let _serial = serial();
+    require_root();
+    let hook = tracer_hook();
+    let start = now_ns();
+    let mut command = Command::new(tracer_bin());
+    command.env("SENDFILE_TRACE_NO_BPF_LOOP", "1");
+    let tracer =
+        Tracer::start_command(command, &hook, &["-v"]).unwrap_or_else(|f| panic!("{hook}: {f:?}"));
+    let calls = run_workload(&workload_bin(), &[]);
+    let stopped = tracer.stop();
+    check_frame(&stopped);
+    assert!(
+        stopped.stderr.contains("path walks: unrolled loop"),
+        "{}",
+        stopped.stderr
+    );
+    compare(
+        &stopped.records,
+        &calls,
+        &hook,
+        DEFAULT_COMM,
+        (start, now_ns()),
+    );
+    eprintln!(
+        "{hook}, unrolled path walks: {} calls matched field by field",
+        calls.len()
+    );
+}
+
 #[test]
 fn auto_picks_the_first_hook_that_works_and_says_why_not_the_others() {
     let _serial = serial();

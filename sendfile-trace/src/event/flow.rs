@@ -9,7 +9,7 @@
 use std::{borrow::Cow, collections::BTreeMap, collections::HashMap};
 
 use sendfile_trace_common::{
-    Hook, NR_SENDFILE_I386, NR_SENDFILE64_I386, NR_SENDFILE64_X86_64, flags,
+    Hook, flags,
     flow::{
         ERRNO_BUCKETS, ERRNOS, FlowAbortRecord, FlowOpenRecord, ThrottledRecord, kind, slot_flags,
         word,
@@ -560,11 +560,7 @@ impl Enricher {
         let process_name = String::from_utf8_lossy(comm);
         let process_name_hex = matches!(process_name, Cow::Owned(_)).then(|| hex(comm));
         let compat = o.flags & flags::COMPAT != 0;
-        let syscall = match (compat, o.syscall_nr) {
-            (true, NR_SENDFILE_I386) => "sendfile",
-            (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_X86_64) => "sendfile64",
-            _ => "unknown",
-        };
+        let syscall = super::syscall_name(compat, o.syscall_nr);
         let entry = d.entry.as_ref();
         let (in_fd, out_fd) = match entry {
             Some(e) => (

@@ -323,6 +323,16 @@ pub fn errno_name(ret: i64) -> Option<Cow<'static, str>> {
     }
 }
 
+/// The name of the syscall a call or flow made, from its number and whether it was a 32-bit
+/// call: the i386 numbers for compat calls, this architecture's own otherwise.
+pub fn syscall_name(compat: bool, nr: u32) -> &'static str {
+    match (compat, nr) {
+        (true, NR_SENDFILE_I386) => "sendfile",
+        (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_NATIVE) => "sendfile64",
+        _ => "unknown",
+    }
+}
+
 impl Enricher {
     /// Builds the event for one exit record and the entry record of the same call, if it came.
     pub fn event<'a>(&'a self, r: &'a SendfileRecord, entry: Option<&Entry>) -> SendfileEvent<'a> {
@@ -330,11 +340,7 @@ impl Enricher {
         let process_name = String::from_utf8_lossy(comm);
         let process_name_hex = matches!(process_name, Cow::Owned(_)).then(|| hex(comm));
         let compat = r.flags & flags::COMPAT != 0;
-        let syscall = match (compat, r.syscall_nr) {
-            (true, NR_SENDFILE_I386) => "sendfile",
-            (true, NR_SENDFILE64_I386) | (false, NR_SENDFILE64_NATIVE) => "sendfile64",
-            _ => "unknown",
-        };
+        let syscall = syscall_name(compat, r.syscall_nr);
         let valid = |bit: u32, v: i64| (r.flags & bit != 0).then_some(v);
         let (in_fd, out_fd) = match entry {
             Some(e) => (

@@ -348,6 +348,31 @@ impl Btf {
             fs_root: o("fs_struct", "root")?,
             mnt_ns_root: o("mnt_namespace", "root")?,
             sb_magic: o("super_block", "s_magic")?,
+            bpf_loop: self.has_enum_value("bpf_func_id", "BPF_FUNC_loop") as u32,
+        })
+    }
+
+    /// Whether the enum named `name` has a value named `value`.
+    pub fn has_enum_value(&self, name: &str, value: &str) -> bool {
+        self.starts.iter().skip(1).any(|&start| {
+            let start = start as usize;
+            let (Ok(name_off), Ok(info)) =
+                (u32_at(&self.data, start), u32_at(&self.data, start + 4))
+            else {
+                return false;
+            };
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            // Values are (name_off, val) pairs in ENUM, (name_off, lo32, hi32) in ENUM64.
+            let step = match kind {
+                KIND_ENUM => 8,
+                KIND_ENUM64 => 12,
+                _ => return false,
+            };
+            self.string(name_off) == name.as_bytes()
+                && (0..vlen).any(|i| {
+                    u32_at(&self.data, start + 12 + i * step)
+                        .is_ok_and(|v| self.string(v) == value.as_bytes())
+                })
         })
     }
 }
@@ -420,5 +445,10 @@ mod tests {
             btf.offset_of("task_struct", &["no_such_field"]),
             Err(BtfError::Missing(_))
         ));
+        // bpf_loop is in every kernel since 5.17 (this host's is newer).
+        assert_eq!(o.bpf_loop, 1);
+        assert!(btf.has_enum_value("bpf_func_id", "BPF_FUNC_map_lookup_elem"));
+        assert!(!btf.has_enum_value("bpf_func_id", "BPF_FUNC_no_such_helper"));
+        assert!(!btf.has_enum_value("no_such_enum", "BPF_FUNC_loop"));
     }
 }

@@ -123,6 +123,10 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         HookChoice::Fentry => &[Hook::Fentry],
         HookChoice::Tracepoint => &[Hook::Tracepoint],
     };
+    let release = system::kernel_release();
+    if system::release_version(&release).is_some_and(|v| v < (5, 13)) {
+        return Err(LoadError::KernelTooOld { release }.into());
+    }
     let offsets = kernel_offsets()?;
     let mut fallbacks = Vec::new();
     for &hook in order {
@@ -151,10 +155,27 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
 /// went wrong: no BTF at all (a kernel configuration matter), or BTF without a member this build
 /// reads (a kernel layout this version does not know); see `LoadError::Layouts`.
 fn kernel_offsets() -> Result<sendfile_trace_common::Offsets, LoadError> {
-    btf::Btf::from_sys_fs()
+    let mut offsets = btf::Btf::from_sys_fs()
         .and_then(|btf| btf.offsets())
-        .map_err(LoadError::Layouts)
+        .map_err(LoadError::Layouts)?;
+    // The walk kernels before 5.17 get, on demand: how the tests check it on newer ones.
+    if std::env::var_os(NO_BPF_LOOP).is_some() {
+        offsets.bpf_loop = 0;
+    }
+    log::debug!(
+        "path walks: {}",
+        if offsets.bpf_loop != 0 {
+            "bpf_loop"
+        } else {
+            "unrolled loop (no bpf_loop in this kernel, or SENDFILE_TRACE_NO_BPF_LOOP set)"
+        }
+    );
+    Ok(offsets)
 }
+
+/// Set (to anything), the path walks run as the unrolled loop that kernels without `bpf_loop`
+/// (before 5.17) get, even where `bpf_loop` exists: for tests and for comparing the two.
+pub const NO_BPF_LOOP: &str = "SENDFILE_TRACE_NO_BPF_LOOP";
 
 fn load(opts: &LoadOptions, offsets: &sendfile_trace_common::Offsets) -> Result<Ebpf, Error> {
     let filters = opts.filters.globals();

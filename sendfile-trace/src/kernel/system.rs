@@ -160,6 +160,15 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The (major, minor) version at the start of a kernel release string (`5.10.0-28-amd64` →
+/// (5, 10)); `None` if it does not start that way.
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// This host's name.
 pub fn host_name() -> String {
     nix::unistd::gethostname()
@@ -292,4 +301,20 @@ pub fn ensure_tracefs() -> Result<(), AttachError> {
     })?;
     log::info!("mounted tracefs at {TRACEFS}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_versions_are_read_from_the_start() {
+        assert_eq!(release_version("5.10.0-28-amd64"), Some((5, 10)));
+        assert_eq!(release_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(release_version("5.14.0-427.el9.x86_64"), Some((5, 14)));
+        assert_eq!(release_version("6.1"), Some((6, 1)));
+        assert!(release_version("5.12.19").is_some_and(|v| v < (5, 13)));
+        assert!(release_version("5.13.0").is_some_and(|v| v >= (5, 13)));
+        assert_eq!(release_version("unknown"), None);
+    }
 }
