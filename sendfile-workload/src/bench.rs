@@ -18,9 +18,16 @@ use crate::sys::{self, LOOP_ABI};
 pub struct Sharing {
     /// All threads use the first thread's two descriptors.
     pub shared: bool,
-    /// Every this many calls, a thread sleeps 1 to 3 ms.
+    /// Every this many calls, a thread sleeps 1 to 3 ms; every tenth time, all threads meet
+    /// and sleep [`TOGETHER`] together.
     pub pause_every: Option<u64>,
 }
+
+/// How long all threads sleep together at every tenth pause: far longer than a 1 ms
+/// `--flow-idle` plus the tracer's sweep period (5 ms), even on a slow emulated machine, so that
+/// the tracer retires the threads' flows while the process is still running, whatever the
+/// timing; the calls that follow race the retirement.
+const TOGETHER: Duration = Duration::from_millis(60);
 
 /// Runs `threads` threads of `calls` sendfile calls of `size` bytes each, as fast as possible or
 /// paced at `rate` calls per second in all, sharing descriptors and pausing as `sharing` says;
@@ -40,6 +47,7 @@ pub fn run(
     let bad = AtomicU64::new(0);
     let first_bad = AtomicU64::new(0);
     let barrier = Barrier::new(threads as usize + 1);
+    let together = Barrier::new(threads as usize);
     let cpu_ns = AtomicU64::new(0);
     // Each thread's share of the rate.
     let per_thread_rate = rate.map(|r| (r as f64 / f64::from(threads)).max(1e-9));
@@ -56,7 +64,8 @@ pub fn run(
     let elapsed = std::thread::scope(|s| -> anyhow::Result<u64> {
         let mut handles = Vec::new();
         for (n, (input, null)) in fds.iter().enumerate() {
-            let (barrier, bad, first_bad, cpu_ns) = (&barrier, &bad, &first_bad, &cpu_ns);
+            let (barrier, together) = (&barrier, &together);
+            let (bad, first_bad, cpu_ns) = (&bad, &first_bad, &cpu_ns);
             handles.push(s.spawn(move || {
                 let (out_fd, in_fd) = if sharing.shared {
                     (first.1, first.0)
@@ -71,7 +80,14 @@ pub fn run(
                     if let Some(every) = sharing.pause_every
                         && i % every == every - 1
                     {
-                        std::thread::sleep(pause);
+                        // Every thread makes the same number of calls, so each meets the others
+                        // equally often.
+                        if (i / every) % 10 == 9 {
+                            together.wait();
+                            std::thread::sleep(TOGETHER);
+                        } else {
+                            std::thread::sleep(pause);
+                        }
                     }
                     i += 1;
                     // SAFETY: `ptr` points to `offset`, alive for the whole loop.

@@ -69,8 +69,8 @@ struct Cli {
     /// Loop mode: all threads use the same two descriptors (one flow) instead of their own.
     #[arg(long, requires = "loop_calls")]
     shared: bool,
-    /// Loop mode: every N calls, each thread sleeps 1 to 3 ms (so that flows go idle and are
-    /// retired while other threads call).
+    /// Loop mode: every N calls, each thread sleeps 1 to 3 ms, and every tenth time all threads
+    /// sleep 60 ms together (so that flows go idle and are retired while other threads call).
     #[arg(long, value_name = "N", requires = "loop_calls")]
     pause_every: Option<u64>,
     /// Run the flow cases (many calls each; one JSON line per case with the flows it made).
