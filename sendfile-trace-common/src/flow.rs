@@ -245,8 +245,8 @@ pub struct FlowAbortRecord {
     pub generation: u64,
 }
 
-/// A process went past `--max-events-per-process`: its calls are folded into flows until a
-/// second passes with no more calls than the limit.
+/// A process went past `--max-events-per-process`: its calls are folded into flows until its
+/// token bucket has filled up again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThrottledRecord {
@@ -282,10 +282,11 @@ pub struct FlowCall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateState {
-    /// Boot-clock ns at which the current one-second window started.
-    pub window_start: u64,
-    /// Calls in the current window.
-    pub calls: u64,
+    /// Boot-clock ns of the process's previous call.
+    pub last_ns: u64,
+    /// The token bucket's credit, in ns: an event costs 10⁹ / limit ns; the bucket holds at
+    /// most a tenth of a second of credit (or one event's, if that is more).
+    pub credit_ns: u64,
     /// 1 while the process is throttled (a throttled record was written).
     pub throttled: u64,
 }

@@ -84,6 +84,8 @@ static RATE_LIMIT: u64 = 0;
 
 const EEXIST: i32 = 17;
 const NS_PER_S: u64 = 1_000_000_000;
+/// The rate limit's bucket: a tenth of a second of credit.
+const BUCKET_NS: u64 = NS_PER_S / 10;
 
 /// The mode bits.
 #[inline(always)]
@@ -352,16 +354,16 @@ pub fn open(
     // Another CPU created the same flow first (or the map is full): the daemon frees this slot
     // on the abort record (or, if that record is lost, retires it as an empty flow).
     held.sub(1);
-    match EVENTS.reserve::<FlowAbortRecord>(0) {
-        Some(mut a) => {
-            a.write(FlowAbortRecord {
-                kind: kind::ABORT,
-                slot,
-                generation,
-            });
-            a.submit(wakeup(size_of::<FlowAbortRecord>() as u64, true));
-        }
-        None => count_lost(lost::RING_BUFFER_FULL),
+    // If the ring is full, the abort record is not a loss: no call is in this slot, and the
+    // daemon retires an announced flow that never counted a call without writing it. (Counting
+    // it lost would count this call twice: it is counted in the other CPU's flow just below.)
+    if let Some(mut a) = EVENTS.reserve::<FlowAbortRecord>(0) {
+        a.write(FlowAbortRecord {
+            kind: kind::ABORT,
+            slot,
+            generation,
+        });
+        a.submit(wakeup(size_of::<FlowAbortRecord>() as u64, true));
     }
     count(key, pid_tgid, args)
 }
@@ -418,49 +420,56 @@ pub fn exit(pid_tgid: u64, ret: i64, now: u64) -> bool {
     true
 }
 
-/// The per-process rate limit: true if this call is beyond the process's limit for the current
-/// one-second window (it is then folded into a flow). The first folded call of an episode writes
-/// a throttled record; the episode ends with a window that stays within the limit.
+/// The per-process rate limit, a token bucket: true if this call is beyond the process's limit
+/// (it is then folded into a flow). An event costs 10⁹ / limit ns of credit; credit accrues with
+/// time and the bucket holds a tenth of a second of it, so a process gets `limit` events a second
+/// in bursts of at most a tenth of that: a burst stays far within what the ring absorbs. The
+/// first folded call of an episode writes a throttled record; the episode ends when the bucket
+/// has filled up again.
 #[inline(always)]
 pub fn over_limit(pid_tgid: u64, now: u64) -> bool {
-    // SAFETY: a read-only global that userspace sets before load.
+    // SAFETY: a read-only global that userspace sets before load (more than 0 in this mode).
     let limit = unsafe { core::ptr::read_volatile(&RATE_LIMIT) };
+    let cost = NS_PER_S / limit.max(1);
+    let cap = cost.max(BUCKET_NS);
     let tgid = (pid_tgid >> 32) as u32;
     let Some(p) = RATE.get_ptr_mut(&tgid) else {
         // The new value is built in map memory: the stack has no room for it.
         if let Some(fresh) = RATE_NEW.get_ptr_mut(0) {
             // SAFETY: this CPU's scratch value.
             unsafe {
-                (*fresh).window_start = now;
-                (*fresh).calls = 1;
+                (*fresh).last_ns = now;
+                (*fresh).credit_ns = cap - cost;
                 (*fresh).throttled = 0;
                 let _ = RATE.insert(&tgid, &*fresh, BPF_NOEXIST.into());
             }
         }
-        return limit == 0;
+        return false;
     };
-    // SAFETY: field pointers into the map value; races between threads of one process only
-    // blur the window's edge by a few calls, never the accounting (each call still goes one way).
-    let (start, calls, throttled) = unsafe {
+    // SAFETY: field pointers into the map value. Threads of one process race on these plain
+    // loads and stores: a lost update gives or takes an event's credit, which blurs the limit by
+    // a few calls, never the accounting (each call still goes one way, and the credit is only
+    // ever stored as a value computed from one load, so it cannot wrap).
+    let (last, credit, throttled) = unsafe {
         (
-            word(core::ptr::addr_of_mut!((*p).window_start)),
-            word(core::ptr::addr_of_mut!((*p).calls)),
+            word(core::ptr::addr_of_mut!((*p).last_ns)),
+            word(core::ptr::addr_of_mut!((*p).credit_ns)),
             word(core::ptr::addr_of_mut!((*p).throttled)),
         )
     };
-    if now.wrapping_sub(start.load()) >= NS_PER_S {
-        let previous = calls.load();
-        calls.store(1);
-        start.store(now);
-        if previous <= limit {
-            throttled.store(0);
-        }
-        return limit == 0;
+    let gap = now.saturating_sub(last.load());
+    last.store(now);
+    let c = credit.load().saturating_add(gap).min(cap);
+    if c == cap {
+        // The process stayed within its limit long enough to fill the bucket: a later episode
+        // is announced again.
+        throttled.store(0);
     }
-    calls.add(1);
-    if calls.load() <= limit {
+    if c >= cost {
+        credit.store(c - cost);
         return false;
     }
+    credit.store(c);
     if throttled.load() == 0 {
         // Two threads racing here may both write a throttled record; never none.
         throttled.store(1);
@@ -479,7 +488,10 @@ pub fn over_limit(pid_tgid: u64, now: u64) -> bool {
                 }
                 r.submit(wakeup(size_of::<ThrottledRecord>() as u64, true));
             }
-            None => count_lost(lost::RING_BUFFER_FULL),
+            // The ring is full: the next folded call of the episode tries again. Not a loss:
+            // this call is folded (counted in its flow, whose records say `throttled`), and a
+            // loss counted here would count it twice.
+            None => throttled.store(0),
         }
     }
     true

@@ -248,7 +248,7 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
             _ => aya_log::Level::Trace as u8,
         },
         flow_mode: cli.flow_mode(),
-        rate_limit: cli.max_events_per_process.unwrap_or(0),
+        rate_limit: cli.max_events_per_process.0.unwrap_or(0),
     };
     let mut attached = probes::attach(cli.hook, opts)?;
     log::info!(

@@ -433,6 +433,9 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
             let mut args = vec!["--hook", *hook];
             if *flows {
                 args.extend(["--mode", "flows"]);
+            } else {
+                // Calls mode as such: past the default limit calls would be folded into flows.
+                args.extend(["--max-events-per-process", "off"]);
             }
             if *file {
                 args.extend(["--output", &output]);
@@ -711,12 +714,21 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A burst of [`BURST_THREADS`] × [`BURST_CALLS`] calls under our tracer; loss accounting.
-fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -> Result<Value> {
+fn burst(
+    label: &str,
+    bin: &Path,
+    ring_buffer_size: Option<&str>,
+    mode: BurstMode,
+) -> Result<Value> {
     let out = bench_dir().join("burst.jsonl");
     let _ = std::fs::remove_file(&out);
     let mut args = vec!["--hook", HOOKS[0], "--output"];
-    if flows {
-        args.splice(0..0, ["--mode", "flows"]);
+    match mode {
+        BurstMode::Default => {}
+        BurstMode::NoLimit => args
+            .splice(0..0, ["--max-events-per-process", "off"])
+            .for_each(drop),
+        BurstMode::Flows => args.splice(0..0, ["--mode", "flows"]).for_each(drop),
     }
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
@@ -809,7 +821,12 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -
     let lost = stop_rec["lost"].as_u64().unwrap_or(0);
     Ok(json!({
         "tracer": label,
-        "mode": if flows { "flows" } else { "calls" },
+        "mode": match mode {
+            BurstMode::Default => "calls",
+            BurstMode::NoLimit => "calls, no limit",
+            BurstMode::Flows => "flows",
+        },
+        "deliveredAsEvents": delivered_events,
         "flowRecords": flow_records,
         "ringBufferSize": ring_buffer_size.unwrap_or("default"),
         "made": made,
@@ -834,6 +851,17 @@ fn burst(label: &str, bin: &Path, ring_buffer_size: Option<&str>, flows: bool) -
         "vmHwmKiB": hwm,
         "spawnToTracerStartMs": start_ts.map(|t| t.saturating_sub(spawned_ns) as f64 / 1e6),
     }))
+}
+
+/// How the burst's tracer runs.
+#[derive(Clone, Copy)]
+enum BurstMode {
+    /// Default settings (calls mode, the default per-process limit).
+    Default,
+    /// Calls mode with `--max-events-per-process off`: every call an event or a loss.
+    NoLimit,
+    /// `--mode flows`.
+    Flows,
 }
 
 /// A bar chart of ns per call, one bar per variant.
@@ -1071,13 +1099,14 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if run(Section::Burst) {
         eprintln!("xtask: bench burst ({BURST_THREADS} threads × {BURST_CALLS} calls)");
         if let Some(b) = &args.baseline {
-            bursts.push(burst("baseline", b, None, false)?);
+            bursts.push(burst("baseline", b, None, BurstMode::Default)?);
         }
         let ours = compile::host_bin("sendfile-trace");
-        bursts.push(burst("this tree", &ours, None, false)?);
-        bursts.push(burst("this tree", &ours, Some("4096"), false)?);
-        bursts.push(burst("this tree", &ours, None, true)?);
-        bursts.push(burst("this tree", &ours, Some("4096"), true)?);
+        bursts.push(burst("this tree", &ours, None, BurstMode::Default)?);
+        bursts.push(burst("this tree", &ours, None, BurstMode::NoLimit)?);
+        bursts.push(burst("this tree", &ours, Some("4096"), BurstMode::NoLimit)?);
+        bursts.push(burst("this tree", &ours, None, BurstMode::Flows)?);
+        bursts.push(burst("this tree", &ours, Some("4096"), BurstMode::Flows)?);
         burst_table(&bursts, &mut table);
     }
 
@@ -1085,12 +1114,19 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if run(Section::Capacity) {
         let mut bins = Vec::new();
         if let Some(b) = &args.baseline {
-            bins.push(("baseline".to_owned(), b.clone()));
+            // Trees before the default limit know no `off`, and need none.
+            bins.push(("baseline".to_owned(), b.clone(), &[][..]));
         }
-        bins.push(("this tree".to_owned(), compile::host_bin("sendfile-trace")));
-        for (label, bin) in &bins {
+        // Calls mode as such: past the default limit, calls would be folded, not lost.
+        let off = &["--max-events-per-process", "off"][..];
+        bins.push((
+            "this tree".to_owned(),
+            compile::host_bin("sendfile-trace"),
+            off,
+        ));
+        for (label, bin, extra) in &bins {
             eprintln!("xtask: bench capacity of {label} ({})", bin.display());
-            capacity_runs.push(capacity(label, bin)?);
+            capacity_runs.push(capacity(label, bin, extra)?);
         }
         capacity_table(&capacity_runs, &mut table);
     }
@@ -1262,13 +1298,14 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     );
     let _ = writeln!(
         table,
-        "{:<10} {:<6} {:<12} {:>8} {:>10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>14}",
+        "{:<10} {:<15} {:<12} {:>8} {:>10} {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>14}",
         "tree",
         "mode",
         "ring buffer",
         "made",
         "calls/s",
         "delivered",
+        "as events",
         "lost",
         "exact",
         "VmHWM KiB",
@@ -1280,7 +1317,7 @@ fn burst_table(bursts: &[Value], table: &mut String) {
     for b in bursts {
         let _ = writeln!(
             table,
-            "{:<10} {:<6} {:<12} {:>8} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10} {:>14}",
+            "{:<10} {:<15} {:<12} {:>8} {:>10} {:>10} {:>9} {:>8} {:>7} {:>10} {:>10} {:>14}",
             b["tracer"].as_str().unwrap_or(""),
             b["mode"].as_str().unwrap_or("calls"),
             b["ringBufferSize"].as_str().unwrap_or(""),
@@ -1289,6 +1326,7 @@ fn burst_table(bursts: &[Value], table: &mut String) {
                 .as_f64()
                 .map_or("?".into(), |r| format!("{r:.0}")),
             b["delivered"].to_string(),
+            b["deliveredAsEvents"].to_string(),
             b["lost"].to_string(),
             b["exact"].to_string(),
             b["vmHwmKiB"].to_string(),
@@ -1304,14 +1342,16 @@ fn burst_table(bursts: &[Value], table: &mut String) {
 
 /// One capacity step: the tracer at default settings writing tracee JSON to a file, the
 /// workload paced at `rate` calls/s for [`CAPACITY_SECONDS`] on the other CPU.
-fn capacity_step(bin: &Path, rate: u64) -> Result<Value> {
+fn capacity_step(bin: &Path, rate: u64, extra: &[&str]) -> Result<Value> {
     let out = bench_dir().join("capacity.jsonl");
     let _ = std::fs::remove_file(&out);
     let out_s = out.to_string_lossy().into_owned();
+    let mut args = vec!["--hook", HOOKS[0], "--format", "tracee", "--output", &out_s];
+    args.extend_from_slice(extra);
     let t = start(
         "sendfile-trace",
         bin,
-        &["--hook", HOOKS[0], "--format", "tracee", "--output", &out_s],
+        &args,
         Ready::File(out.clone(), "\"tracer_start\""),
     )?;
     let pid = t.child.id();
@@ -1346,12 +1386,12 @@ fn capacity_step(bin: &Path, rate: u64) -> Result<Value> {
 /// the workload cannot go faster here (on a busy machine it may not hold a rate: what it
 /// achieved is what counts). The highest rate achieved with delivered == made is the tracer's
 /// lossless capacity on this machine; `held` says whether that step also held its target.
-fn capacity(label: &str, bin: &Path) -> Result<Value> {
+fn capacity(label: &str, bin: &Path, extra: &[&str]) -> Result<Value> {
     let mut steps = Vec::new();
     let mut best: Option<(f64, bool)> = None;
     let mut last_achieved = 0.0;
     for rate in CAPACITY_RATES {
-        let step = capacity_step(bin, rate)?;
+        let step = capacity_step(bin, rate, extra)?;
         eprintln!("xtask: bench capacity {label} {rate}/s: {step}");
         let ok = step["lossless"] == true;
         let held = step["rateHeld"] == true;

@@ -327,6 +327,7 @@ ring-buffer-size = "8M"
 rotate-size = "100M"
 rotate-keep = 3
 queue-size = 1000
+max-events-per-process = "off"
 syslog-facility = "local3"
 metrics = "127.0.0.1:9469"
 verbose = 2
@@ -347,6 +348,7 @@ quiet = false
         assert_eq!(c.rotate_size, 100 << 20);
         assert_eq!(c.rotate_keep, 3);
         assert_eq!(c.queue_size, 1000);
+        assert_eq!(c.max_events_per_process, crate::cli::RateLimit(None));
         assert_eq!(c.syslog_facility.number(), 19);
         assert_eq!(c.metrics, Some("127.0.0.1:9469".parse().unwrap()));
         assert_eq!(c.verbose, 2);

@@ -138,11 +138,12 @@ pub struct Cli {
           help_heading = FLOWS)]
     pub flow_interval: std::time::Duration,
 
-    /// Calls mode: at most N events per second and process; further calls in that second are
-    /// counted in flow records (never dropped), announced by one `throttled` record.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
-          help_heading = FLOWS)]
-    pub max_events_per_process: Option<u64>,
+    /// Calls mode: N events per second and process, in bursts of at most N/10 (`off`: no
+    /// limit); calls beyond are counted in flow records (never dropped), announced by one
+    /// `throttled` record. The default stays far within what calls mode delivers without loss.
+    #[arg(long, value_name = "N|off", default_value = DEFAULT_MAX_EVENTS_PER_PROCESS,
+          value_parser = parse_rate_limit, help_heading = FLOWS)]
+    pub max_events_per_process: RateLimit,
 
     /// More logging on stderr (-v debug, -vv trace).
     #[arg(long, short, action = clap::ArgAction::Count)]
@@ -262,6 +263,33 @@ pub enum Mode {
     Flows,
 }
 
+/// The default `--max-events-per-process`. Measured with `cargo xtask bench` (docs/bench.md),
+/// calls mode at default settings holds about 300,000 calls/s paced and absorbs a tight-loop
+/// burst of about 9,000 to 24,000 calls (less while other work shares the CPUs): 10,000 a
+/// second in bursts of at most 1,000 leaves room for many processes at their limit at once.
+pub const DEFAULT_MAX_EVENTS_PER_PROCESS: &str = "10000";
+
+/// `--max-events-per-process`: events per second and process, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit(pub Option<u64>);
+
+/// Parses `--max-events-per-process`: a number of at least 1, or `off`.
+pub fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
+    if s.trim() == "off" {
+        return Ok(RateLimit(None));
+    }
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err(
+            "`0` would fold every call into flows: use --mode flows for that, or `off` for no limit"
+                .to_owned(),
+        ),
+        Ok(n) => Ok(RateLimit(Some(n))),
+        Err(_) => Err(format!(
+            "`{s}` is not a limit: use a number of events per second (e.g. 10000) or `off`"
+        )),
+    }
+}
+
 /// Parses a duration such as `1s`, `500ms`, `30s` or `2m` (more than zero).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("`{s}` is not a duration: use a number and a unit, e.g. 1s, 500ms, 2m");
@@ -281,8 +309,8 @@ impl Cli {
         use sendfile_trace_common::flow::mode;
         match (self.mode, self.max_events_per_process) {
             (Mode::Flows, _) => mode::FLOWS,
-            (Mode::Calls, Some(_)) => mode::RATE_LIMIT,
-            (Mode::Calls, None) => 0,
+            (Mode::Calls, RateLimit(Some(_))) => mode::RATE_LIMIT,
+            (Mode::Calls, RateLimit(None)) => 0,
         }
     }
 }
@@ -401,6 +429,29 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+    }
+
+    #[test]
+    fn rate_limits() {
+        assert_eq!(parse_rate_limit("500"), Ok(RateLimit(Some(500))));
+        assert_eq!(parse_rate_limit("off"), Ok(RateLimit(None)));
+        assert!(parse_rate_limit("0").unwrap_err().contains("--mode flows"));
+        assert!(
+            parse_rate_limit("lots")
+                .unwrap_err()
+                .contains("not a limit")
+        );
+        assert!(parse_rate_limit("-5").unwrap_err().contains("not a limit"));
+        use clap::Parser;
+        let default = Cli::parse_from(["sendfile-trace"]);
+        assert_eq!(default.max_events_per_process, RateLimit(Some(10_000)));
+        assert_eq!(
+            default.flow_mode(),
+            sendfile_trace_common::flow::mode::RATE_LIMIT,
+            "calls mode folds past the default limit"
+        );
+        let off = Cli::parse_from(["sendfile-trace", "--max-events-per-process", "off"]);
+        assert_eq!(off.flow_mode(), 0);
     }
 
     #[test]

@@ -151,8 +151,8 @@ pub struct FlowEvent<'a> {
     pub schema_version: u32,
 }
 
-/// Written when a process goes past `--max-events-per-process`: its further calls in that second
-/// are folded into flow records (`"throttled": true`).
+/// Written when a process goes past `--max-events-per-process`: its calls beyond the limit are
+/// folded into flow records (`"throttled": true`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Throttled<'a> {
