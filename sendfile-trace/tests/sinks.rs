@@ -160,6 +160,9 @@ fn a_disk_that_fills_loses_no_record_uncounted_and_no_line_is_torn() {
             small.to_str().unwrap(),
             "--output",
             copy.to_str().unwrap(),
+            // Every call an event (past the default limit, calls would be folded).
+            "--max-events-per-process",
+            "off",
         ],
         Stdio::null(),
     );
@@ -273,8 +276,16 @@ fn records_a_peer_never_reads_are_counted_when_the_stop_grace_ends() {
             c2.lock().unwrap().push(s);
         }
     });
+    // Every call an event (past the default limit, calls would be folded into a few records).
     let mut run = Run::start(
-        &["--output", copy.to_str().unwrap(), "--output", &tcp],
+        &[
+            "--output",
+            copy.to_str().unwrap(),
+            "--output",
+            &tcp,
+            "--max-events-per-process",
+            "off",
+        ],
         Stdio::null(),
     );
     run.wait("tracer_start", || file_has(&copy, "tracer_start"));
