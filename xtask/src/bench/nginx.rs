@@ -162,38 +162,75 @@ fn serve(dir: &Path) -> Result<(Nginx, u16, Vec<u32>)> {
     Ok((nginx, port, pids))
 }
 
-/// What one client connection received: per file, requests answered and body bytes.
+/// What one client received: per file, requests answered and body bytes.
 type Received = BTreeMap<&'static str, (u64, u64)>;
 
-/// One client connection: HTTP/1.1 GETs of `plan` one after another on one keep-alive
-/// connection, each answer (status 200) read by its `Content-Length`; the bodies are counted,
-/// not kept.
-fn client(port: u16, plan: &[&'static str]) -> Result<Received> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut got = Received::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut fill = |stream: &mut TcpStream, buf: &mut Vec<u8>, what: &str| -> Result<()> {
-        let n = stream.read(&mut chunk)?;
+/// How the client spreads its requests over connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// [`CONNECTIONS`] connections, each kept alive for all its requests.
+    KeepAlive,
+    /// A new connection for every request (`Connection: close`), [`CONNECTIONS`] at a time.
+    PerRequest,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::KeepAlive => "keep-alive",
+            Shape::PerRequest => "per-request",
+        }
+    }
+}
+
+/// A client connection to nginx.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read past the previous answer.
+    buf: Vec<u8>,
+    /// Where reads land.
+    chunk: Vec<u8>,
+}
+
+impl Conn {
+    fn open(port: u16) -> Result<Conn> {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+            chunk: vec![0u8; 1 << 20],
+        })
+    }
+
+    /// Reads what the server sent next; `what` names what is still missing if it closed.
+    fn fill(&mut self, what: &str) -> Result<()> {
+        let n = self.stream.read(&mut self.chunk)?;
         if n == 0 {
             bail!("nginx closed the connection before {what}");
         }
-        buf.extend_from_slice(&chunk[..n]);
+        self.buf.extend_from_slice(&self.chunk[..n]);
         Ok(())
-    };
-    for &name in plan {
-        write!(
-            stream,
-            "GET /{name} HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n"
+    }
+
+    /// One HTTP/1.1 GET of `name` (status 200), its answer read by its `Content-Length`; the
+    /// body is counted, not kept. Returns the body's length.
+    fn get(&mut self, name: &str, close: bool) -> Result<u64> {
+        let connection = if close { "close" } else { "keep-alive" };
+        // One write per request (with Nagle's algorithm off): a request in pieces would wait for
+        // the server's delayed ACK.
+        self.stream.write_all(
+            format!("GET /{name} HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n")
+                .as_bytes(),
         )?;
         let end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end;
             }
-            fill(&mut stream, &mut buf, "a complete header")?;
+            self.fill("a complete header")?;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         if !head.starts_with("HTTP/1.1 200 ") {
             bail!("GET /{name}: {head}");
         }
@@ -205,18 +242,37 @@ fn client(port: u16, plan: &[&'static str]) -> Result<Received> {
                     .then(|| v.trim().parse().ok())?
             })
             .with_context(|| format!("GET /{name}: no Content-Length: {head}"))?;
-        buf.drain(..end + 4);
+        self.buf.drain(..end + 4);
         // The body: what is buffered, then straight from the socket.
         let mut left = len;
         loop {
-            let take = left.min(buf.len() as u64);
-            buf.drain(..take as usize);
+            let take = left.min(self.buf.len() as u64);
+            self.buf.drain(..take as usize);
             left -= take;
             if left == 0 {
                 break;
             }
-            fill(&mut stream, &mut buf, "the whole body")?;
+            self.fill("the whole body")?;
         }
+        Ok(len)
+    }
+}
+
+/// One client thread: the GETs of `plan` one after another, on one keep-alive connection or on a
+/// new connection each.
+fn client(port: u16, plan: &[&'static str], shape: Shape) -> Result<Received> {
+    let mut got = Received::new();
+    let mut kept = None;
+    for &name in plan {
+        let len = match shape {
+            Shape::KeepAlive => {
+                if kept.is_none() {
+                    kept = Some(Conn::open(port)?);
+                }
+                kept.as_mut().map_or(Ok(0), |c| c.get(name, false))?
+            }
+            Shape::PerRequest => Conn::open(port)?.get(name, true)?,
+        };
         let e = got.entry(name).or_default();
         e.0 += 1;
         e.1 += len;
@@ -277,12 +333,18 @@ struct Output {
     flow_lines: u64,
     /// The `tracer_stop` record.
     stop: Value,
+    /// nginx's flow records by `reason` (idle, interval, stop, evicted).
+    reasons: BTreeMap<String, u64>,
+    /// nginx's `sendfile` events that stand in for a flow (`contextFlags.flowFallback`).
+    fallbacks: u64,
 }
 
 /// Reads the tracer's output; `pids` are nginx's processes.
 fn tally(path: &Path, pids: &[u32]) -> Result<Output> {
     let mut files: BTreeMap<String, Tally> = BTreeMap::new();
     let (mut others, mut event_lines, mut flow_lines) = (0u64, 0u64, 0u64);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut fallbacks = 0u64;
     let mut stop = Value::Null;
     let reader = BufReader::new(std::fs::File::open(path)?);
     for line in reader.lines() {
@@ -312,8 +374,14 @@ fn tally(path: &Path, pids: &[u32]) -> Result<Output> {
             .unwrap_or("?")
             .to_owned();
         let (calls, bytes) = if name == "sendfile" {
+            if v["contextFlags"]["flowFallback"] == true {
+                fallbacks += 1;
+            }
             (1, v["returnValue"].as_i64().unwrap_or(0).max(0) as u64)
         } else {
+            *reasons
+                .entry(v["reason"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
             (
                 v["calls"].as_u64().unwrap_or(0),
                 v["bytes"].as_u64().unwrap_or(0),
@@ -335,12 +403,14 @@ fn tally(path: &Path, pids: &[u32]) -> Result<Output> {
         event_lines,
         flow_lines,
         stop,
+        reasons,
+        fallbacks,
     })
 }
 
 /// One mode: the tracer started on nginx's comm, the client's plans run, the tracer stopped and
 /// its output checked against what the client received.
-fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
+fn run_mode(mode: &str, shape: Shape, port: u16, pids: &[u32], total: u64) -> Result<Value> {
     let out = bench_dir().join(format!("nginx-{mode}.jsonl"));
     let _ = std::fs::remove_file(&out);
     let out_s = out.to_string_lossy().into_owned();
@@ -358,7 +428,7 @@ fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
     let results: Vec<Result<Received>> = std::thread::scope(|s| {
         let handles: Vec<_> = plans(total)
             .into_iter()
-            .map(|plan| s.spawn(move || client(port, &plan)))
+            .map(|plan| s.spawn(move || client(port, &plan, shape)))
             .collect();
         handles
             .into_iter()
@@ -386,6 +456,8 @@ fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
         event_lines,
         flow_lines,
         stop: stop_rec,
+        reasons,
+        fallbacks,
     } = tally(&out, pids)?;
     let json_size = std::fs::metadata(&out).map_or(0, |m| m.len());
     let _ = std::fs::remove_file(&out);
@@ -440,8 +512,9 @@ fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
     }
     let valid = problems.is_empty();
     eprintln!(
-        "xtask: bench nginx {mode}: {served} bytes served in {elapsed:.1} s, {} records, {} JSON \
+        "xtask: bench nginx {mode} {}: {served} bytes served in {elapsed:.1} s, {} records, {} JSON \
          bytes, {} calls{}",
+        shape.name(),
         all.records,
         all.json_bytes,
         all.calls,
@@ -453,6 +526,7 @@ fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
     );
     Ok(json!({
         "mode": mode,
+        "shape": shape.name(),
         "valid": valid,
         "problems": problems,
         "servedBytes": served,
@@ -466,42 +540,50 @@ fn run_mode(mode: &str, port: u16, pids: &[u32], total: u64) -> Result<Value> {
         "jsonMBPerGB": if valid { json!(all.json_bytes as f64 / MB * GB / served.max(1) as f64) } else { Value::Null },
         "callsPerGB": all.calls as f64 * GB / served.max(1) as f64,
         "perFile": per_file,
+        "flowRecordsByReason": reasons,
+        "flowFallbackEvents": fallbacks,
         "otherProcessesRecords": others,
         "outputFileBytes": json_size,
         "tracerStop": stop_rec,
     }))
 }
 
-/// The nginx row: nginx started once, then traced in calls mode and in flows mode, `total` bytes
-/// served each time; the ratio flows ÷ calls when both runs are valid.
+/// The nginx row: nginx started once, then, for each [`Shape`], traced in calls mode and in flows
+/// mode, `total` bytes served each time; the ratio flows ÷ calls when both runs are valid.
 pub(super) fn nginx(total: u64) -> Result<Value> {
     let dir = bench_dir().join("nginx");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let dir = std::fs::canonicalize(&dir)?;
     eprintln!(
-        "xtask: bench nginx: about {total} bytes served per mode, {CONNECTIONS} keep-alive \
-         connections"
+        "xtask: bench nginx: about {total} bytes served per run, {CONNECTIONS} client threads"
     );
     let result = (|| {
         let (nginx, port, pids) = serve(&dir)?;
-        let calls = run_mode("calls", port, &pids, total)?;
-        let flows = run_mode("flows", port, &pids, total)?;
+        let mut shapes = Vec::new();
+        for shape in [Shape::KeepAlive, Shape::PerRequest] {
+            let calls = run_mode("calls", shape, port, &pids, total)?;
+            let flows = run_mode("flows", shape, port, &pids, total)?;
+            let ratio = |key: &str| match (calls[key].as_f64(), flows[key].as_f64()) {
+                (Some(c), Some(f)) if c > 0.0 => json!(f / c),
+                _ => Value::Null,
+            };
+            shapes.push(json!({
+                "shape": shape.name(),
+                "runs": [&calls, &flows],
+                "flowsOverCalls": {
+                    "records": ratio("recordsPerGB"),
+                    "jsonBytes": ratio("jsonMBPerGB"),
+                },
+            }));
+        }
         drop(nginx);
-        let ratio = |key: &str| match (calls[key].as_f64(), flows[key].as_f64()) {
-            (Some(c), Some(f)) if c > 0.0 => json!(f / c),
-            _ => Value::Null,
-        };
         Ok(json!({
             "files": FILES.iter().map(|(n, s)| json!({"file": n, "size": s})).collect::<Vec<_>>(),
-            "connections": CONNECTIONS,
+            "clientThreads": CONNECTIONS,
             "targetBytes": total,
             "nginxPids": pids,
-            "runs": [&calls, &flows],
-            "flowsOverCalls": {
-                "records": ratio("recordsPerGB"),
-                "jsonBytes": ratio("jsonMBPerGB"),
-            },
+            "shapes": shapes,
         }))
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -513,14 +595,15 @@ pub(super) fn table(n: &Value, table: &mut String) {
     let _ = writeln!(
         table,
         "\nnginx (sendfile on, 1 worker on CPU {WORKLOAD_CPU}) serving the same bytes from files \
-         of 4 KiB, 256 KiB, 4 MiB, 64 MiB over {CONNECTIONS} keep-alive connections; ours at \
-         default settings with --comm nginx writing tracee JSON to a file; per GB (10^9 B) of \
+         of 4 KiB, 256 KiB, 4 MiB, 64 MiB to {CONNECTIONS} client threads, over one keep-alive \
+         connection each or over a new connection per request; ours at default settings with --comm nginx writing tracee JSON to a file; per GB (10^9 B) of \
          body served; a run that lost anything or whose calls do not add up to the bytes the \
          client received is INVALID:"
     );
     let _ = writeln!(
         table,
-        "{:<6} {:<9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>11} {:>10} {:>8}",
+        "{:<11} {:<6} {:<9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>11} {:>10} {:>8}",
+        "connections",
         "mode",
         "file",
         "requests",
@@ -533,7 +616,15 @@ pub(super) fn table(n: &Value, table: &mut String) {
         "calls/GB",
         "valid"
     );
-    for r in n["runs"].as_array().into_iter().flatten() {
+    for sh in n["shapes"].as_array().into_iter().flatten() {
+        shape_rows(sh, table);
+    }
+}
+
+/// The rows of one [`Shape`]: per mode, per file and in all, then the ratio.
+fn shape_rows(sh: &Value, table: &mut String) {
+    let shape = sh["shape"].as_str().unwrap_or("");
+    for r in sh["runs"].as_array().into_iter().flatten() {
         let valid = r["valid"] == true;
         let row = |table: &mut String, file: &str, x: &Value| {
             let served = x["servedBytes"].as_f64().unwrap_or(0.0);
@@ -550,7 +641,8 @@ pub(super) fn table(n: &Value, table: &mut String) {
             };
             let _ = writeln!(
                 table,
-                "{:<6} {:<9} {:>9} {:>10.1} {:>9} {:>9} {:>10.2} {:>12} {:>11} {:>10.0} {:>8}",
+                "{:<11} {:<6} {:<9} {:>9} {:>10.1} {:>9} {:>9} {:>10.2} {:>12} {:>11} {:>10.0} {:>8}",
+                shape,
                 r["mode"].as_str().unwrap_or(""),
                 file,
                 x["requests"].to_string(),
@@ -568,19 +660,26 @@ pub(super) fn table(n: &Value, table: &mut String) {
             row(table, f["file"].as_str().unwrap_or(""), f);
         }
         row(table, "all", r);
+        if r["mode"] == "flows" {
+            let _ = writeln!(
+                table,
+                "  {shape} flows: nginx's flow records by reason {}, per-call fallback events {}",
+                r["flowRecordsByReason"], r["flowFallbackEvents"]
+            );
+        }
         for p in r["problems"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 table,
-                "  INVALID {}: {}",
+                "  INVALID {shape} {}: {}",
                 r["mode"].as_str().unwrap_or(""),
                 p.as_str().unwrap_or("")
             );
         }
     }
-    let ratio = &n["flowsOverCalls"];
+    let ratio = &sh["flowsOverCalls"];
     let _ = writeln!(
         table,
-        "flows ÷ calls, all files: records {}, JSON bytes {}",
+        "{shape}: flows ÷ calls, all files: records {}, JSON bytes {}",
         ratio["records"]
             .as_f64()
             .map_or("n/a (a run is INVALID)".into(), |r| format!("{r:.4}")),
