@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{compile, run::interrupt, tools, vm::workspace_root};
 
+mod nginx;
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -32,6 +34,9 @@ pub struct BenchArgs {
     /// capacity steps, side by side with this tree's.
     #[arg(long, value_name = "BIN")]
     baseline: Option<PathBuf>,
+    /// Body bytes the nginx section has nginx serve in each mode.
+    #[arg(long, default_value_t = 1 << 30)]
+    nginx_bytes: u64,
     /// Sections to run (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Section>,
@@ -50,6 +55,8 @@ enum Section {
     Burst,
     /// The paced capacity steps.
     Capacity,
+    /// Records and JSON bytes per GB served by a real nginx, calls mode vs flows mode.
+    Nginx,
 }
 
 /// Bytes per sendfile call in the timed runs and the burst.
@@ -1130,6 +1137,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         }
         capacity_table(&capacity_runs, &mut table);
     }
+
+    let mut nginx_row = Value::Null;
+    if run(Section::Nginx) {
+        nginx_row = nginx::nginx(args.nginx_bytes)?;
+        nginx::table(&nginx_row, &mut table);
+    }
     print!("{table}");
 
     let results = json!({
@@ -1139,6 +1152,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         "userspace": pipeline,
         "programs": programs,
         "capacity": capacity_runs,
+        "nginx": nginx_row,
     });
     let json_path = bench_dir().join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
