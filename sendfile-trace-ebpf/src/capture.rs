@@ -400,7 +400,7 @@ pub fn enter(args: Args, hook: u32) {
 
 /// Words in an [`EntryRecord`].
 const ENTRY_WORDS: usize = core::mem::size_of::<EntryRecord>() / 8;
-const _: () = assert!(core::mem::size_of::<EntryRecord>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<EntryRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::align_of::<EntryRecord>() == 8);
 
 /// Stores zero in `words` u64 words from `p`. Volatile, so that the compiler keeps word stores
