@@ -8,9 +8,9 @@ use aya_ebpf::{
         bpf_pidns_info,
     },
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_probe_read_user,
         generated::{bpf_get_ns_current_pid_tgid, bpf_ringbuf_output},
     },
     macros::map,
@@ -203,7 +203,7 @@ fn admitted(enabled: u32, pid_tgid: u64) -> bool {
         }
     }
     if enabled & filter::COMM != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let comm = crate::kernel::current_comm();
         // SAFETY: as above.
         if unsafe { FILTER_COMMS.get(&comm) }.is_none() {
             return false;
@@ -555,7 +555,7 @@ pub fn exit(ret: i64) {
         flags: f,
         syscall_nr: entry.syscall_nr,
         hook: entry.hook,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: crate::kernel::current_comm(),
     });
     slot.submit(wakeup(size_of::<SendfileRecord>() as u64, true));
 }

@@ -30,7 +30,7 @@ use core::intrinsics::{AtomicOrdering::SeqCst, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_MMAPABLE, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_smp_processor_id},
+    helpers::{bpf_get_current_uid_gid, bpf_get_smp_processor_id},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, Queue},
 };
@@ -339,7 +339,7 @@ pub fn open(
         (*p).hook = hook;
         (*p).slot_flags = sf as u32;
         (*p)._pad = 0;
-        (*p).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*p).comm = crate::kernel::current_comm();
     }
     rec.submit(wakeup(size_of::<FlowOpenRecord>() as u64, true));
     let r = FlowRef {
@@ -484,7 +484,7 @@ pub fn over_limit(pid_tgid: u64, now: u64) -> bool {
                     (*p).time_ns = now;
                     (*p).uid_gid = bpf_get_current_uid_gid();
                     (*p).limit = limit;
-                    (*p).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+                    (*p).comm = crate::kernel::current_comm();
                 }
                 r.submit(wakeup(size_of::<ThrottledRecord>() as u64, true));
             }

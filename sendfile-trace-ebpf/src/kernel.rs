@@ -68,3 +68,19 @@ pub unsafe fn copy(dst: *mut u8, len: u32, src: u64) -> bool {
     // SAFETY: the caller guarantees dst; the kernel checks src.
     unsafe { read_raw(dst.cast(), len, src as *const _) == 0 }
 }
+
+/// The current thread's comm, or zeros if the helper fails. Unlike aya-ebpf's
+/// `bpf_get_current_comm`, the buffer is two u64 words, so zeroing it is two stores rather than a
+/// call of the byte-wise `memset` (16 loop turns) on every entry and exit.
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    let mut buf = [0u64; 2];
+    // SAFETY: `buf` is 16 writable bytes on this program's stack.
+    let r =
+        unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(buf.as_mut_ptr().cast(), 16) };
+    if r != 0 {
+        buf = [0; 2];
+    }
+    // SAFETY: both are 16 plain bytes; every bit pattern is a valid [u8; 16].
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(buf) }
+}
