@@ -134,6 +134,8 @@ pub fn attach(choice: HookChoice, opts: LoadOptions) -> Result<Attached, Error> 
         let mut ebpf = load(&opts, &offsets)?;
         match attach_hook(&mut ebpf, hook) {
             Ok(targets) => {
+                // Loading is the tracer's peak of heap (BTF, the object, verifier logs).
+                system::return_freed_heap();
                 return Ok(Attached {
                     ebpf,
                     hook,
