@@ -303,6 +303,19 @@ pub fn ensure_tracefs() -> Result<(), AttachError> {
     Ok(())
 }
 
+/// Gives the heap that loading freed back to the kernel. Loading parses the kernel's BTF (the
+/// fentry attempt with aya's parser: about 10 MiB of heap on 6.18) and the object; glibc kept
+/// those pages, so the tracer ran at 35.7 MiB RSS with `--hook auto` where fentry is refused
+/// (25.4 MiB with `--hook tracepoint`); trimmed, 19 MiB. (musl's allocator returns large frees
+/// by itself.)
+pub fn return_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,18 +329,5 @@ mod tests {
         assert!(release_version("5.12.19").is_some_and(|v| v < (5, 13)));
         assert!(release_version("5.13.0").is_some_and(|v| v >= (5, 13)));
         assert_eq!(release_version("unknown"), None);
-    }
-}
-
-/// Gives the heap that loading freed back to the kernel. Loading parses the kernel's BTF (the
-/// fentry attempt with aya's parser: about 10 MiB of heap on 6.18) and the object; glibc kept
-/// those pages, so the tracer ran at 35.7 MiB RSS with `--hook auto` where fentry is refused
-/// (25.4 MiB with `--hook tracepoint`); trimmed, 19 MiB. (musl's allocator returns large frees
-/// by itself.)
-pub fn return_freed_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
