@@ -972,8 +972,31 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
         n.sort();
         n
     };
-    // Wait for the writes to settle: FILE and two rotated files there, sizes unchanged for
-    // 300 ms (a rotation in progress briefly has no FILE).
+    // The last records: once every event of this workload is in the files, the tracer has
+    // written everything before them (one reader, one file sink, in order).
+    let marker = workload(&["--comm", "siem-rotate"]);
+    let marker_pid = marker[0]["pid"].clone();
+    let marker_written = || {
+        let mut paths = vec![file.clone()];
+        paths.extend(
+            rotated()
+                .iter()
+                .map(|n| dir.path().join(format!("events.json.{n}"))),
+        );
+        let n = paths
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v["eventName"] == "sendfile" && v["processId"] == marker_pid)
+                    .count()
+            })
+            .sum::<usize>();
+        n == marker.len()
+    };
+    // Wait for the writes to settle: the marker's events written, FILE and two rotated files
+    // there, sizes unchanged for 300 ms (a rotation in progress briefly has no FILE).
     let sizes = || {
         let mut paths = vec![file.clone()];
         paths.extend(
@@ -987,6 +1010,9 @@ fn files_rotate_by_size_and_reopen_on_sighup() {
             .collect::<Option<Vec<u64>>>()
     };
     run.wait("two rotations, settled", |_| {
+        if !marker_written() {
+            return false;
+        }
         let a = sizes();
         std::thread::sleep(Duration::from_millis(300));
         a.as_ref().is_some_and(|v| v.len() == 3) && a == sizes()
