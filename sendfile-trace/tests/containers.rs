@@ -184,9 +184,16 @@ fn fresh_id(salt: u64) -> String {
 }
 
 /// Runs the held workload in container `id`: returns its call records. The container is kept
-/// alive (the workload waits on stdin) until the tracer has had time to read its events, as a
-/// long-running container would be.
-fn run_in_container(containerd: &Containerd, image: &str, id: &str, comm: &str) -> Vec<Value> {
+/// alive (the workload waits on stdin) until `tracer` has written its events, as a long-running
+/// container would be: the tracer resolves a call's cgroup when it reads the record, and the
+/// runtime removes the cgroup when the container ends.
+fn run_in_container(
+    containerd: &Containerd,
+    tracer: &mut Tracer,
+    image: &str,
+    id: &str,
+    comm: &str,
+) -> Vec<Value> {
     let mut child = containerd
         .ctr()
         .args([
@@ -219,7 +226,13 @@ fn run_in_container(containerd: &Containerd, image: &str, id: &str, comm: &str) 
             records.push(v);
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    tracer.wait_for("the container's events", |written| {
+        written
+            .iter()
+            .filter(|r| r["eventName"] == "sendfile" && r["processName"] == comm)
+            .count()
+            >= records.len()
+    });
     drop(stdin);
     let status = wait_timeout(&mut child, Duration::from_secs(60));
     let mut err = String::new();
@@ -264,10 +277,10 @@ fn container_id_comes_from_a_real_runtime_and_not_from_a_look_alike_cgroup() {
         .find(|h| expectation(h) == Expect::Works)
         .unwrap();
     let (comm_in, comm_fake) = ("sft-in-ctr", "sft-lookalike");
-    let tracer = Tracer::start(hook, &["--comm", comm_in, "--comm", comm_fake])
+    let mut tracer = Tracer::start(hook, &["--comm", comm_in, "--comm", comm_fake])
         .unwrap_or_else(|f| panic!("{f:?}"));
     let id = fresh_id(2);
-    let calls = run_in_container(&containerd, image, &id, comm_in);
+    let calls = run_in_container(&containerd, &mut tracer, image, &id, comm_in);
     let held = Held::spawn(
         &workload_bin(),
         &[

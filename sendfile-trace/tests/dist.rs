@@ -12,8 +12,9 @@
 mod support;
 
 use std::{
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -467,12 +468,13 @@ fn image_under_containerd_traces_the_host_and_other_containers() {
     }
     cmd.args([&image, &tracer_id, "/usr/local/bin/sendfile-trace"]);
     let start = now_ns();
-    let tracer = Tracer::start_command(cmd, "auto", &["--format", "tracee"]).unwrap_or_else(|f| {
-        panic!(
-            "tracer in the container did not start: {f:?}\n{}",
-            containerd.log()
-        )
-    });
+    let mut tracer =
+        Tracer::start_command(cmd, "auto", &["--format", "tracee"]).unwrap_or_else(|f| {
+            panic!(
+                "tracer in the container did not start: {f:?}\n{}",
+                containerd.log()
+            )
+        });
     // It really runs with those three capabilities and nothing else.
     let tasks = run(containerd.ctr().args(["tasks", "list"]));
     let task_pid = String::from_utf8_lossy(&tasks.stdout)
@@ -498,7 +500,7 @@ fn image_under_containerd_traces_the_host_and_other_containers() {
     // A workload on the host, and one in a scratch container of its own.
     let calls = run_workload(&workload_bin(), &[]);
     let id = container_id("c0");
-    let out = run(containerd
+    let mut workload = containerd
         .ctr()
         .args(["run", "--rm", "--read-only"])
         .arg("--mount")
@@ -514,11 +516,48 @@ fn image_under_containerd_traces_the_host_and_other_containers() {
             "type=bind,src={},dst=/cgroup2,options=rbind:ro",
             cgroup2_mount().display()
         ))
-        .args([&image, &id, "/sendfile-workload"]));
-    let container_calls: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("workload line ({e}): {l}")))
-        .collect();
+        .args([&image, &id, "/sendfile-workload", "--hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    // Held until the tracer has written its events: the tracer resolves a call's cgroup when it
+    // reads the record, and `ctr run --rm` removes the container's cgroup as the workload exits.
+    let mut go = workload.stdin.take().unwrap();
+    let mut container_calls: Vec<Value> = Vec::new();
+    let mut done = false;
+    for l in BufReader::new(workload.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        let v: Value =
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("workload line ({e}): {l}"));
+        if v["hold"] == "ready" {
+            go.write_all(b"go\n").and_then(|()| go.flush()).unwrap();
+        } else if v["hold"] == "done" {
+            done = true;
+            break;
+        } else {
+            container_calls.push(v);
+        }
+    }
+    if !done {
+        let status = wait_timeout(&mut workload, Duration::from_secs(60));
+        let mut err = String::new();
+        let _ = workload.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("the containerised workload never said done ({status}): {err}");
+    }
+    tracer.wait_for("the events of the containerised workload", |written| {
+        written
+            .iter()
+            .filter(|r| r["eventName"] == "sendfile" && r["containerId"] == id.as_str())
+            .count()
+            >= container_calls.len()
+    });
+    drop(go);
+    let status = wait_timeout(&mut workload, Duration::from_secs(60));
+    let mut err = String::new();
+    let _ = workload.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "ctr run of the workload: {status}: {err}");
     let stopped = tracer.stop();
     let window = (start, now_ns());
     check_frame(&stopped);

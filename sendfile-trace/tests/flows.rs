@@ -30,6 +30,39 @@ fn flow_cases(bin: &std::path::Path, cases: &[&str]) -> Vec<Value> {
     run_workload(bin, &args)
 }
 
+/// Waits until every flow of every workload run in `runs` (its case lines) has its final record
+/// from the tracer's idle sweep, before anything stops the tracer (which would end the flows
+/// itself, with reason `stop`). A flow that never goes idle fails here, after
+/// [`settle_timeout`].
+fn wait_idle_flows(tracer: &mut Tracer, runs: &[&[Value]]) {
+    let want: Vec<(u64, usize)> = runs
+        .iter()
+        .map(|lines| {
+            let made = lines
+                .iter()
+                .map(|l| l["flows"].as_array().unwrap().len())
+                .sum();
+            (lines[0]["pid"].as_u64().unwrap(), made)
+        })
+        .collect();
+    tracer.wait_for(
+        &format!("final records of the flows {want:?} (pid, flows)"),
+        |records| {
+            want.iter().all(|&(pid, made)| {
+                let finals = records
+                    .iter()
+                    .filter(|r| {
+                        r["eventName"] == "sendfile_flow"
+                            && r["hostProcessId"] == pid
+                            && r["final"] == true
+                    })
+                    .count();
+                finals >= made
+            })
+        },
+    );
+}
+
 /// Checks that each flow of each case line is reported by exactly one flow of the tracer, with
 /// every field equal to what the workload knew.
 fn compare_flows(records: &[Value], lines: &[Value], hook: &str) {
@@ -120,12 +153,14 @@ fn every_hook_counts_flows_exactly() {
             eprintln!("{hook}: unsupported here, as expected ({reason})");
             continue;
         }
-        let tracer = Tracer::start(&hook, &["--mode", "flows", "--flow-idle", "300ms"])
+        let mut tracer = Tracer::start(&hook, &["--mode", "flows", "--flow-idle", "300ms"])
             .unwrap_or_else(|f| panic!("{hook}: {f:?}"));
         let lines = flow_cases(&workload_bin(), &[]);
         let lines32 = workload32_bin().map(|b| flow_cases(&b, &[]));
-        // Idle flows are written within a sweep of --flow-idle; stop after that.
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // Idle flows are written within a sweep of --flow-idle, once the tracer gets the CPU.
+        let mut runs = vec![&lines[..]];
+        runs.extend(lines32.as_deref());
+        wait_idle_flows(&mut tracer, &runs);
         let stopped = tracer.stop();
         check_frame(&stopped);
         assert_eq!(lines.len(), 4, "{lines:?}");
@@ -316,19 +351,21 @@ fn errors_only_and_min_bytes_apply_to_flow_totals() {
     ] {
         let mut a = vec!["--mode", "flows", "--flow-idle", "200ms"];
         a.extend_from_slice(args);
-        let tracer = Tracer::start("auto", &a).unwrap();
+        let mut tracer = Tracer::start("auto", &a).unwrap();
         let lines = flow_cases(&workload_bin(), &["chunks", "errors"]);
-        std::thread::sleep(std::time::Duration::from_millis(600));
+        let kept: Vec<Value> = lines
+            .iter()
+            .filter(|l| want.contains(&l["flowCase"].as_str().unwrap()))
+            .cloned()
+            .collect();
+        // The kept flow's idle record. A flow the filter should have dropped would be written
+        // at the latest when the stop ends it, so the count below still sees it.
+        wait_idle_flows(&mut tracer, &[&kept]);
         let stopped = tracer.stop();
         check_frame(&stopped);
         let pid = lines[0]["pid"].as_u64().unwrap();
         let flows = flows_of(&stopped.records, pid);
-        let kept: Vec<&Value> = lines
-            .iter()
-            .filter(|l| want.contains(&l["flowCase"].as_str().unwrap()))
-            .collect();
         assert_eq!(flows.len(), 1, "{args:?}: {flows:#?}");
-        let kept: Vec<Value> = kept.into_iter().cloned().collect();
         compare_flows(&stopped.records, &kept, &tracer_hook_of(&stopped.records));
     }
 }

@@ -46,14 +46,18 @@ impl Run {
         Run { child, stderr }
     }
 
-    /// Waits until `ready()` (failing if the tracer exits first or 60 s pass).
+    /// Waits until `ready()` (failing if the tracer exits first or [`start_timeout`] passes).
     fn wait(&mut self, what: &str, ready: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + start_timeout();
         while !ready() {
             if let Some(s) = self.child.try_wait().unwrap() {
                 panic!("the tracer exited ({s}) before {what}");
             }
-            assert!(Instant::now() < deadline, "no {what} within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {:?}",
+                start_timeout()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

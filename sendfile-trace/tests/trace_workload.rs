@@ -400,17 +400,34 @@ fn stopping_in_the_middle_of_a_burst_reports_no_false_loss() {
     require_root();
     // A tight loop still running while the tracer detaches: if an exit program went away before
     // its entry program, the loop's next call would count a false `missed_exit`.
-    let mut burst = Command::new(workload_bin())
-        .args(["--loop", "3000000", "--size", "64"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let tracer = Tracer::start("auto", &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // It runs until killed (a bounded loop could end before a slow start attaches the tracer).
+    let mut burst = Burst(
+        Command::new(workload_bin())
+            .args(["--loop", "1000000000000", "--size", "64"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = burst.0.id();
+    let mut tracer = Tracer::start("auto", &[]).unwrap();
+    // Traced for a while: over a thousand of its calls written.
+    tracer.wait_for("1000 events of the burst", |records| {
+        records
+            .iter()
+            .filter(|r| r["eventName"] == "sendfile" && r["processId"] == pid)
+            .nth(1000)
+            .is_some()
+    });
+    assert!(
+        burst.0.try_wait().unwrap().is_none(),
+        "the burst still runs when the tracer stops"
+    );
     let stopped = tracer.stop();
-    let _ = burst.kill();
-    let _ = burst.wait();
+    assert!(
+        burst.0.try_wait().unwrap().is_none(),
+        "the burst still ran while the tracer detached"
+    );
+    drop(burst);
     let stop = stopped.records.last().unwrap();
     assert_eq!(stop["eventName"], "tracer_stop");
     assert!(
@@ -419,4 +436,14 @@ fn stopping_in_the_middle_of_a_burst_reports_no_false_loss() {
     );
     assert_eq!(stop["lostByReason"]["missed_exit"], 0, "{stop}");
     assert_eq!(stop["lostByReason"]["in_flight_full"], 0, "{stop}");
+}
+
+/// A workload that runs until killed: killed when dropped, also when a test fails.
+struct Burst(std::process::Child);
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

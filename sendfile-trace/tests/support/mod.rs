@@ -121,6 +121,14 @@ pub fn start_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// How long to wait for something a running tracer writes on its own timers (an idle flow's
+/// record, a loss report): as long as a start may take ([`start_timeout`]), which the matrix
+/// raises for emulated guests. Waits end as soon as the state is seen: a generous bound costs
+/// nothing when all goes well.
+pub fn settle_timeout() -> Duration {
+    start_timeout()
+}
+
 /// Whether kernel release `release` ("6.1.0-56-arm64") is older than `major.minor`.
 fn kernel_older_than(release: &str, (major, minor): (u32, u32)) -> bool {
     let mut parts = release
@@ -258,6 +266,41 @@ impl Tracer {
     /// The tracer's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until the records written so far on stdout satisfy `ready`, for at most
+    /// [`settle_timeout`]: what the tracer writes on its own (flows retired when idle, losses,
+    /// events of a running process) comes when its timers and the scheduler allow, which on an
+    /// emulated or loaded machine can be far later than on an idle one. Fails, naming `what`,
+    /// when the time is up or the tracer exits first.
+    pub fn wait_for(&mut self, what: &str, ready: impl Fn(&[Value]) -> bool) {
+        let timeout = settle_timeout();
+        let deadline = Instant::now() + timeout;
+        let mut parsed: Vec<Value> = Vec::new();
+        loop {
+            {
+                let lines = self.lines.lock().unwrap();
+                // Only the lines not parsed yet (the last may still be partial: the reader
+                // pushes whole lines only).
+                for l in &lines[parsed.len()..] {
+                    parsed.push(
+                        serde_json::from_str(l)
+                            .unwrap_or_else(|e| panic!("not one JSON line ({e}): {l:?}")),
+                    );
+                }
+            }
+            if ready(&parsed) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the tracer exited ({status}) before {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?} (SENDFILE_TRACE_TEST_START_SECS)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends `signal`, waits for the exit, and returns everything it wrote.
