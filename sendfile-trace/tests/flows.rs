@@ -270,6 +270,38 @@ fn flow_sums_stay_exact_while_emission_races_the_calls() {
     }
 }
 
+/// What the per-process limit made of process `pid`'s calls.
+struct Folded {
+    /// Calls written as `sendfile` events.
+    events: u64,
+    /// Calls counted in its flow records.
+    folded: u64,
+    /// Its first `throttled` record.
+    throttled: Value,
+}
+
+/// Splits `pid`'s calls into events and folded calls; every flow record of a process that only
+/// the limit folded says `throttled`, and a `throttled` record names the process.
+fn folded_by_the_limit(records: &[Value], pid: u64) -> Folded {
+    let events = records
+        .iter()
+        .filter(|r| r["eventName"] == "sendfile" && r["hostProcessId"] == pid)
+        .count() as u64;
+    let flows = flows_of(records, pid);
+    assert!(flows.values().flatten().all(|r| r["throttled"] == true));
+    let folded = flows.values().map(|recs| flow_sum(recs).calls).sum();
+    let throttled = records
+        .iter()
+        .find(|r| r["eventName"] == "throttled" && r["hostProcessId"] == pid)
+        .expect("a throttled record names the process")
+        .clone();
+    Folded {
+        events,
+        folded,
+        throttled,
+    }
+}
+
 #[test]
 fn the_rate_limit_folds_calls_into_flows_and_loses_none() {
     let _serial = serial();
@@ -281,29 +313,19 @@ fn the_rate_limit_folds_calls_into_flows_and_loses_none() {
         1,
         &[],
     );
-    let events = records
-        .iter()
-        .filter(|r| r["eventName"] == "sendfile" && r["hostProcessId"] == pid)
-        .count() as u64;
-    let flows = flows_of(&records, pid);
-    let folded: u64 = flows.values().map(|recs| flow_sum(recs).calls).sum();
-    assert!(flows.values().flatten().all(|r| r["throttled"] == true));
+    let Folded {
+        events,
+        folded,
+        throttled,
+    } = folded_by_the_limit(&records, pid);
     assert_eq!(events + folded, calls, "events {events} + folded {folded}");
     // A token bucket of a tenth of a second: at least the first 50 calls are events.
     assert!(
         events >= 50 && folded > 0,
         "events {events}, folded {folded}"
     );
-    let throttled: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["eventName"] == "throttled" && r["hostProcessId"] == pid)
-        .collect();
-    assert!(
-        !throttled.is_empty(),
-        "a throttled record names the process"
-    );
-    assert_eq!(throttled[0]["limit"], 500);
-    assert_eq!(throttled[0]["processName"], "sendfile-worklo");
+    assert_eq!(throttled["limit"], 500);
+    assert_eq!(throttled["processName"], "sendfile-worklo");
     let stop = records.last().unwrap();
     assert!(stop["foldedCalls"].as_u64().unwrap() >= folded, "{stop}");
 }
@@ -318,12 +340,11 @@ fn a_tight_loop_at_default_settings_loses_no_call() {
     let comm = format!("sf-tight-{}", std::process::id() % 100_000);
     let (pid, records) = traced_loop(&["--comm", &comm], calls, threads, &["--comm", &comm]);
     let made = calls * u64::from(threads);
-    let events = records
-        .iter()
-        .filter(|r| r["eventName"] == "sendfile" && r["hostProcessId"] == pid)
-        .count() as u64;
-    let flows = flows_of(&records, pid);
-    let folded: u64 = flows.values().map(|recs| flow_sum(recs).calls).sum();
+    let Folded {
+        events,
+        folded,
+        throttled,
+    } = folded_by_the_limit(&records, pid);
     let stop = records.last().unwrap();
     assert_eq!(stop["eventName"], "tracer_stop");
     assert_eq!(stop["lost"], 0, "{stop}");
@@ -333,11 +354,7 @@ fn a_tight_loop_at_default_settings_loses_no_call() {
         events >= 1_000 && folded > 0,
         "events {events}, folded {folded}"
     );
-    let throttled: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["eventName"] == "throttled" && r["hostProcessId"] == pid)
-        .collect();
-    assert_eq!(throttled[0]["limit"], 10_000, "the default limit");
+    assert_eq!(throttled["limit"], 10_000, "the default limit");
     eprintln!("{made} calls: {events} events + {folded} folded into flow records, 0 lost");
 }
 
