@@ -119,7 +119,9 @@ type Resolver = Box<dyn Fn(u64) -> Option<String> + Send + Sync>;
 /// system runs).
 pub struct Containers {
     resolve: Resolver,
-    cache: Mutex<HashMap<u64, Option<Arc<str>>>>,
+    /// foldhash (seeded) rather than SipHash: one lookup per event, keyed by cgroup ids the
+    /// kernel picks.
+    cache: Mutex<HashMap<u64, Option<Arc<str>>, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for Containers {
@@ -154,7 +156,7 @@ impl Containers {
     pub fn with_resolver(f: impl Fn(u64) -> Option<String> + Send + Sync + 'static) -> Containers {
         Containers {
             resolve: Box::new(f),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::default()),
         }
     }
 

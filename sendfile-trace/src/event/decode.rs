@@ -234,9 +234,25 @@ pub(super) fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<E
         std::net::Ipv6Addr::from(*addr).into()
     };
     (!ip.is_unspecified() || port != 0).then(|| Endpoint::Inet {
-        ip: ip.to_string(),
+        ip: match ip {
+            std::net::IpAddr::V4(v4) => ipv4_text(v4.octets()),
+            std::net::IpAddr::V6(v6) => v6.to_string(),
+        },
         port,
     })
+}
+
+/// `a.b.c.d`, as `Ipv4Addr`'s `Display` writes it, without the formatting machinery (one per
+/// socket of every event).
+fn ipv4_text(octets: [u8; 4]) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        s.push_str(itoa::Buffer::new().format(o));
+    }
+    s
 }
 
 pub(super) fn unix_endpoint(raw: &[u8]) -> Option<Endpoint> {
@@ -323,5 +339,18 @@ pub(super) fn unresolved(fd: i32, reason: &str) -> FdInfo {
         kind: FdKind::Unknown {
             reason: reason.to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_text_is_what_display_writes() {
+        for b in 0..=255u8 {
+            let o = [b, 0, b.wrapping_mul(7), 100];
+            assert_eq!(ipv4_text(o), std::net::Ipv4Addr::from(o).to_string());
+        }
     }
 }

@@ -965,6 +965,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_fast_json_writer_writes_the_bytes_of_serde_json() {
+        // Every record kind of every JSON format, typed and as trees: `json::write` against
+        // serde_json's own serializer with the same formatter.
+        fn same<T: Serialize + ?Sized>(v: &T) {
+            let (mut fast, mut reference) = (Vec::new(), Vec::new());
+            json::write(&mut fast, v).unwrap();
+            json::write_reference(&mut reference, v).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(reference).unwrap()
+            );
+        }
+        for e in &variety() {
+            same(e);
+            same(&ecs::EcsDoc::of(e));
+            same(&ocsf::OcsfDoc::of(e));
+            same(&ecs(e.as_record()));
+            same(&ocsf(e.as_record()));
+        }
+        let mut lost = EventsLost::new(1_795_322_042_051_880_948, 12, "sink");
+        lost.sink = Some("syslog+tcp://10.1.1.1:514\u{2028}\"\\\n".into());
+        same(&lost);
+        same(&ecs(lost.as_record()));
+        same(&ocsf(lost.as_record()));
+    }
+
+    #[test]
     fn typed_ecs_and_ocsf_write_the_bytes_of_the_trees() {
         // Both through the one JSON writer, which escapes what line readers and terminals
         // misread.

@@ -22,6 +22,13 @@ pub fn escape_text(s: &str) -> String {
 }
 
 fn escape_into(out: &mut String, s: &str) {
+    // Printable ASCII other than `\` and `"` stands for itself: the usual string in one copy.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\' && b != b'"')
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -44,15 +51,13 @@ fn escape_into(out: &mut String, s: &str) {
 
 /// Raw bytes as [`escape_text`] writes text, with each byte of an invalid UTF-8 sequence as
 /// `\xNN` (distinct from a real U+FFFD, which stays as it is).
-pub fn escape_bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+fn escape_bytes_into(out: &mut String, bytes: &[u8]) {
     for chunk in bytes.utf8_chunks() {
-        escape_into(&mut out, chunk.valid());
+        escape_into(out, chunk.valid());
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
 }
 
 /// The exact bytes of an attacker-controlled string: from its hex when it was not UTF-8.
@@ -70,22 +75,33 @@ fn exact<'a>(text: &'a str, hex: Option<&str>) -> std::borrow::Cow<'a, [u8]> {
 }
 
 /// An attacker-controlled string, quoted and escaped (see the module doc).
-fn quoted(text: &str, hex: Option<&str>) -> String {
-    format!("\"{}\"", escape_bytes(&exact(text, hex)))
+fn quoted_into(s: &mut String, text: &str, hex: Option<&str>) {
+    s.push('"');
+    match hex {
+        None => escape_into(s, text),
+        Some(_) => escape_bytes_into(s, &exact(text, hex)),
+    }
+    s.push('"');
 }
 
-fn text_endpoint(end: &Option<Endpoint>) -> String {
+fn text_endpoint_into(s: &mut String, end: &Option<Endpoint>) {
     match end {
-        Some(Endpoint::Inet { ip, port }) if ip.contains(':') => format!("[{ip}]:{port}"),
-        Some(Endpoint::Inet { ip, port }) => format!("{ip}:{port}"),
-        Some(Endpoint::Unix { path, path_hex }) => quoted(path, path_hex.as_deref()),
-        None => "?".into(),
+        Some(Endpoint::Inet { ip, port }) if ip.contains(':') => {
+            let _ = write!(s, "[{ip}]:{port}");
+        }
+        Some(Endpoint::Inet { ip, port }) => {
+            s.push_str(ip);
+            s.push(':');
+            s.push_str(itoa::Buffer::new().format(*port));
+        }
+        Some(Endpoint::Unix { path, path_hex }) => quoted_into(s, path, path_hex.as_deref()),
+        None => s.push('?'),
     }
 }
 
 /// A path, quoted, with its markers.
-fn text_path(p: &PathInfo) -> String {
-    let mut s = quoted(&p.path, p.path_hex.as_deref());
+fn text_path_into(s: &mut String, p: &PathInfo) {
+    quoted_into(s, &p.path, p.path_hex.as_deref());
     let marks: Vec<&str> = [
         (p.truncated, "truncated"),
         (p.deleted, "deleted"),
@@ -99,33 +115,56 @@ fn text_path(p: &PathInfo) -> String {
     if !marks.is_empty() {
         let _ = write!(s, " ({})", marks.join(" "));
     }
-    s
 }
 
 /// A descriptor as `strace -yy` shows it: `29<TCP:10.0.0.5:80->203.0.113.7:51234>`, with paths
 /// and names quoted: `30<"/srv/a.jpg">`.
 fn text_fd(fd: &FdInfo) -> String {
-    let inner = match &fd.kind {
-        FdKind::File(p) | FdKind::Chardev(p) | FdKind::Other(p) => text_path(p),
-        FdKind::Pipe { inode } => format!("pipe:[{inode}]"),
-        FdKind::Socket(s) if is_inet(s) => format!(
-            "{}{}:{}->{}",
-            s.protocol,
-            if s.family == "AF_INET6" { "v6" } else { "" },
-            text_endpoint(&s.local),
-            text_endpoint(&s.remote)
-        ),
-        FdKind::Socket(s) => format!(
-            "{}-{}:[{}->{}]",
-            s.family.trim_start_matches("AF_"),
-            s.protocol,
-            text_endpoint(&s.local),
-            text_endpoint(&s.remote)
-        ),
-        FdKind::AnonInode { name } => format!("anon_inode:{}", quoted(name, None)),
-        FdKind::Unknown { .. } => return fd.fd.to_string(),
-    };
-    format!("{}<{inner}>", fd.fd)
+    let mut s = String::with_capacity(64);
+    text_fd_into(&mut s, fd);
+    s
+}
+
+fn text_fd_into(out: &mut String, fd: &FdInfo) {
+    out.push_str(itoa::Buffer::new().format(fd.fd));
+    if let FdKind::Unknown { .. } = fd.kind {
+        return;
+    }
+    out.push('<');
+    match &fd.kind {
+        FdKind::File(p) | FdKind::Chardev(p) | FdKind::Other(p) => text_path_into(out, p),
+        FdKind::Pipe { inode } => {
+            let _ = write!(out, "pipe:[{inode}]");
+        }
+        FdKind::Socket(s) if is_inet(s) => {
+            out.push_str(&s.protocol);
+            if s.family == "AF_INET6" {
+                out.push_str("v6");
+            }
+            out.push(':');
+            text_endpoint_into(out, &s.local);
+            out.push_str("->");
+            text_endpoint_into(out, &s.remote);
+        }
+        FdKind::Socket(s) => {
+            let _ = write!(
+                out,
+                "{}-{}:[",
+                s.family.trim_start_matches("AF_"),
+                s.protocol
+            );
+            text_endpoint_into(out, &s.local);
+            out.push_str("->");
+            text_endpoint_into(out, &s.remote);
+            out.push(']');
+        }
+        FdKind::AnonInode { name } => {
+            out.push_str("anon_inode:");
+            quoted_into(out, name, None);
+        }
+        FdKind::Unknown { .. } => {}
+    }
+    out.push('>');
 }
 
 /// Local wall-clock time of day with milliseconds (`12:01:02.345`), as `strace -t` shows it.
@@ -201,15 +240,16 @@ pub fn text(rec: Record<'_>) -> String {
             } else {
                 "sendfile"
             };
-            format!(
-                "{t} {}[{}/{}] {name}({}, {}, {offset}, {}) = {result}",
-                quoted(&e.process_name, e.process_name_hex.as_deref()),
-                e.host_process_id,
-                e.host_thread_id,
-                text_fd(&e.out_fd),
-                text_fd(&e.in_fd),
-                e.args[3].value_u64(),
-            )
+            let mut s = String::with_capacity(256);
+            s.push_str(&t);
+            s.push(' ');
+            quoted_into(&mut s, &e.process_name, e.process_name_hex.as_deref());
+            let _ = write!(s, "[{}/{}] {name}(", e.host_process_id, e.host_thread_id);
+            text_fd_into(&mut s, &e.out_fd);
+            s.push_str(", ");
+            text_fd_into(&mut s, &e.in_fd);
+            let _ = write!(s, ", {offset}, {}) = {result}", e.args[3].value_u64());
+            s
         }
         Record::Flow(f) => text_flow(&t, f),
         Record::Throttled(th) => format!(
@@ -239,5 +279,76 @@ pub fn text(rec: Record<'_>) -> String {
             "{t} +++ tracer_stop {}: {} events, {} lost +++",
             s.reason, s.events, s.lost
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_descriptor_reads_like_strace() {
+        let fd = |fd, kind| text_fd(&FdInfo { fd, kind });
+        let sock = |family: &'static str, protocol: &'static str, local, remote| {
+            FdKind::Socket(SocketInfo {
+                family: family.into(),
+                protocol: protocol.into(),
+                inode: 1,
+                local,
+                remote,
+            })
+        };
+        let inet = |ip: &str, port| {
+            Some(Endpoint::Inet {
+                ip: ip.into(),
+                port,
+            })
+        };
+        assert_eq!(fd(5, FdKind::Pipe { inode: 123 }), "5<pipe:[123]>");
+        assert_eq!(
+            fd(
+                7,
+                FdKind::Unknown {
+                    reason: "not open".into()
+                }
+            ),
+            "7"
+        );
+        assert_eq!(
+            fd(
+                8,
+                FdKind::AnonInode {
+                    name: "[event\"fd]".into()
+                }
+            ),
+            "8<anon_inode:\"[event\\\"fd]\">"
+        );
+        let unix = Some(Endpoint::Unix {
+            path: "/run/x\n".into(),
+            path_hex: None,
+        });
+        assert_eq!(
+            fd(9, sock("AF_UNIX", "STREAM", unix, None)),
+            "9<UNIX-STREAM:[\"/run/x\\n\"->?]>"
+        );
+        assert_eq!(
+            fd(
+                10,
+                sock("AF_INET6", "TCP", inet("::1", 80), inet("fe80::1", 5))
+            ),
+            "10<TCPv6:[::1]:80->[fe80::1]:5>"
+        );
+        assert_eq!(
+            fd(-1, sock("AF_INET", "UDP", inet("0.0.0.0", 0), None)),
+            "-1<UDP:0.0.0.0:0->?>"
+        );
+        let bad = Some(Endpoint::Unix {
+            path: "\u{fffd}".into(),
+            path_hex: Some("ff41".into()),
+        });
+        assert_eq!(
+            fd(3, sock("AF_UNIX", "DGRAM", bad, None)),
+            "3<UNIX-DGRAM:[\"\\xffA\"->?]>"
+        );
     }
 }

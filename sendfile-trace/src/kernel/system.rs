@@ -259,6 +259,22 @@ pub fn boost_priority() {
                 "could not raise the daemon's priority to nice {BOOSTED_NICE} ({})",
                 std::io::Error::last_os_error()
             );
+            return;
+        }
+    }
+    // Linux keeps a nice value per thread: the sink threads, started before, would stay at 0
+    // and, under CPU pressure, fall behind the reader that feeds their queues. Boosted too
+    // (those still at the default).
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<libc::id_t>().ok()) {
+        // SAFETY: plain syscalls on a thread of this process, as above.
+        unsafe {
+            *libc::__errno_location() = 0;
+            if libc::getpriority(libc::PRIO_PROCESS, tid) == 0 && *libc::__errno_location() == 0 {
+                libc::setpriority(libc::PRIO_PROCESS, tid, BOOSTED_NICE);
+            }
         }
     }
 }

@@ -27,12 +27,15 @@ use crate::{
     event::lifecycle::EventsLost,
     format::{AsRecord, Format, Record},
     output::metrics::Metrics,
-    output::sink::{Hangup, Line, SinkOptions, SinkShared, SinkSpec, SinkStats},
+    output::sink::{Block, Chunk, Hangup, SinkOptions, SinkShared, SinkSpec, SinkStats},
 };
 
 /// How long sinks get to write what they hold when the tracer stops, before they are given up
 /// (and what they hold counted as lost).
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Handed-over blocks kept for reuse.
+const SPARE_BLOCKS: usize = 8;
 
 /// How long a given-up sink's thread gets to count what it held itself.
 const GIVE_UP_WAIT: Duration = Duration::from_secs(1);
@@ -57,7 +60,14 @@ pub struct OutputConfig {
 pub struct Output {
     format: Format,
     sinks: Vec<SinkHandle>,
-    buf: Vec<u8>,
+    /// The records rendered since the last hand-off to the sinks (see [`Output::hand_off`]);
+    /// never shared while it fills.
+    block: Arc<Block>,
+    /// Records a block holds before it is handed over: [`Block::RECORDS`], or the queue size
+    /// if that is smaller (a block never holds more than a queue takes).
+    block_records: usize,
+    /// Blocks handed over, kept to be reused once every sink is done with them.
+    spare: std::collections::VecDeque<Arc<Block>>,
     stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     /// The address the metrics endpoint listens on.
@@ -66,7 +76,9 @@ pub struct Output {
 
 struct SinkHandle {
     name: String,
-    tx: Option<SyncSender<Arc<Line>>>,
+    tx: Option<SyncSender<Chunk>>,
+    /// Records its queue holds before it drops.
+    capacity: usize,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SinkStats>,
     shared: Arc<SinkShared>,
@@ -199,6 +211,7 @@ impl Output {
                 name,
                 tx: Some(tx),
                 thread: Some(thread),
+                capacity,
                 stats,
                 shared,
                 reported: 0,
@@ -211,7 +224,9 @@ impl Output {
         Ok(Output {
             format: cfg.format.unwrap_or_else(|| default_format(&specs)),
             sinks,
-            buf: Vec::with_capacity(4096),
+            block: Arc::new(Block::new()),
+            block_records: Block::RECORDS.min(cfg.queue_size.max(1)),
+            spare: Default::default(),
             stopping,
             metrics,
             metrics_addr,
@@ -252,33 +267,71 @@ impl Output {
             Record::Lost(l) => self.metrics.lost(l.reason, l.lost),
             _ => {}
         }
-        self.buf.clear();
-        self.format.render(rec, &mut self.buf)?;
-        let line = Arc::new(Line {
-            bytes: self.buf.as_slice().into(),
-            name: rec.name(),
-            severity: rec.severity(),
-            timestamp: rec.timestamp(),
-            caller: match rec {
+        let block = Arc::get_mut(&mut self.block).expect("the filling block is not shared");
+        if let Err(e) = self.format.render(rec, block.buf()) {
+            block.rollback();
+            return Err(e.into());
+        }
+        block.commit(
+            rec.name(),
+            rec.severity(),
+            rec.timestamp(),
+            match rec {
                 Record::Sendfile(e) => Some((e.host_process_id, e.host_thread_id)),
                 _ => None,
             },
-        });
+        );
+        if block.len() >= self.block_records || block.bytes() >= Block::BYTES {
+            self.hand_off();
+        }
+        Ok(())
+    }
+
+    /// Hands the records rendered so far to every open sink's queue, one message per sink; what
+    /// a full queue cannot take is dropped there and counted.
+    fn hand_off(&mut self) {
+        if self.block.is_empty() {
+            return;
+        }
+        // The next block: one the sinks are done with, or a new one.
+        let next = match self.spare.front_mut().and_then(Arc::get_mut) {
+            Some(b) => {
+                b.clear();
+                self.spare.pop_front().expect("front")
+            }
+            None => Arc::new(Block::new()),
+        };
+        let block = std::mem::replace(&mut self.block, next);
+        let n = block.len();
         for s in &self.sinks {
             if !s.open() {
                 continue;
             }
             let Some(tx) = &s.tx else { continue };
-            s.stats.queued.inc();
-            match tx.try_send(line.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    s.stats.queued.dec();
-                    s.stats.dropped.inc();
+            let room = s
+                .capacity
+                .saturating_sub(s.stats.queued.get().max(0) as usize);
+            let take = n.min(room);
+            if take > 0 {
+                s.stats.queued.inc_by(take as i64);
+                let chunk = Chunk {
+                    block: block.clone(),
+                    next: 0,
+                    end: take,
+                };
+                if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) =
+                    tx.try_send(chunk)
+                {
+                    s.stats.queued.dec_by(c.left() as i64);
+                    s.stats.dropped.inc_by(c.left());
                 }
             }
+            s.stats.dropped.inc_by((n - take) as u64);
         }
-        Ok(())
+        self.spare.push_back(block);
+        if self.spare.len() > SPARE_BLOCKS {
+            self.spare.pop_front();
+        }
     }
 
     /// `Closed` once no output is left (stdout, the only one, closed by its reader).
@@ -290,14 +343,17 @@ impl Output {
         }
     }
 
-    /// Nothing to push (each sink flushes when its queue runs dry); reports a closed output.
+    /// Hands what is rendered to the sinks (each writes it out when its queue runs dry);
+    /// reports a closed output.
     pub fn flush(&mut self) -> WriteResult {
+        self.hand_off();
         self.check_closed()
     }
 
     /// Waits (at most `grace`) until every sink has written what it holds; gives up the sinks
     /// that have not, counting what they held, and queues nothing more to them.
     fn settle(&mut self, grace: Duration) {
+        self.hand_off();
         let deadline = Instant::now() + grace;
         while self.sinks.iter().any(|s| s.open() && s.holds() > 0) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -356,6 +412,7 @@ impl Output {
     /// (after `tracer_stop`, only that record and the last loss report); a sink still busy then
     /// is given up, and what it held is counted in the metrics and said on stderr.
     pub fn close(&mut self, timeout: Duration) {
+        self.hand_off();
         for s in &mut self.sinks {
             s.tx = None;
         }

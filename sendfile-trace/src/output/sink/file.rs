@@ -177,7 +177,7 @@ impl Sink for RotatingFile {
         } else if self.batch.would_overflow(len as usize) {
             result = self.write_batch();
         }
-        self.batch.push(&[&line.bytes, b"\n"]);
+        self.batch.push(&[line.bytes, b"\n"]);
         self.size += len;
         result
     }

@@ -114,11 +114,11 @@ impl fmt::Display for SinkSpec {
     }
 }
 
-/// One formatted record on its way to the sinks.
-#[derive(Debug)]
-pub struct Line {
+/// One formatted record on its way to a sink, borrowed from the [`Block`] it was rendered in.
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
     /// The record, one line without its newline.
-    pub bytes: Box<[u8]>,
+    pub bytes: &'a [u8],
     /// `eventName` (the syslog MSGID).
     pub name: &'static str,
     /// Syslog severity.
@@ -129,7 +129,7 @@ pub struct Line {
     pub caller: Option<(u32, u32)>,
 }
 
-impl Line {
+impl Line<'_> {
     /// Who this record is about, to name it in a loss report.
     pub fn identity(&self) -> Identity {
         Identity {
@@ -139,6 +139,120 @@ impl Line {
             host_thread_id: self.caller.map(|c| c.1),
             bytes: self.bytes.len(),
         }
+    }
+}
+
+/// What a [`Line`] says beside its bytes, kept per record in a [`Block`].
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    /// End offset of the record in [`Block::bytes`].
+    end: usize,
+    name: &'static str,
+    severity: u8,
+    timestamp: u64,
+    caller: Option<(u32, u32)>,
+}
+
+/// Records rendered once, one after the other in one buffer, and handed to every sink together
+/// (shared, behind an `Arc`): one allocation and one queue message per block, not per record.
+#[derive(Debug, Default)]
+pub struct Block {
+    bytes: Vec<u8>,
+    lines: Vec<Meta>,
+}
+
+impl Block {
+    /// Bytes a block holds before it is handed over.
+    pub const BYTES: usize = 1 << 16;
+    /// Records a block holds before it is handed over.
+    pub const RECORDS: usize = 512;
+
+    /// An empty block.
+    pub fn new() -> Block {
+        Block {
+            bytes: Vec::with_capacity(Self::BYTES + 4096),
+            lines: Vec::with_capacity(Self::RECORDS),
+        }
+    }
+
+    /// The buffer the next record is rendered into (appended; see [`Block::commit`]).
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Makes what was appended to [`Block::buf`] since the last record one record.
+    pub fn commit(
+        &mut self,
+        name: &'static str,
+        severity: u8,
+        timestamp: u64,
+        caller: Option<(u32, u32)>,
+    ) {
+        self.lines.push(Meta {
+            end: self.bytes.len(),
+            name,
+            severity,
+            timestamp,
+            caller,
+        });
+    }
+
+    /// Drops what was appended to [`Block::buf`] since the last record (a render that failed).
+    pub fn rollback(&mut self) {
+        let end = self.lines.last().map_or(0, |m| m.end);
+        self.bytes.truncate(end);
+    }
+
+    /// Records in the block.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Bytes of the records in the block.
+    pub fn bytes(&self) -> usize {
+        self.lines.last().map_or(0, |m| m.end)
+    }
+
+    /// Empties the block, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+
+    /// Record `i`.
+    pub fn line(&self, i: usize) -> Line<'_> {
+        let m = self.lines[i];
+        let start = i.checked_sub(1).map_or(0, |p| self.lines[p].end);
+        Line {
+            bytes: &self.bytes[start..m.end],
+            name: m.name,
+            severity: m.severity,
+            timestamp: m.timestamp,
+            caller: m.caller,
+        }
+    }
+}
+
+/// The records `next..end` of a shared block: what one queue message gives a sink.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The block.
+    pub block: Arc<Block>,
+    /// The next record to take.
+    pub next: usize,
+    /// One past the last record for this sink.
+    pub end: usize,
+}
+
+impl Chunk {
+    /// Records not taken yet.
+    pub fn left(&self) -> u64 {
+        (self.end - self.next) as u64
     }
 }
 
@@ -319,7 +433,7 @@ impl Sink for Stdout {
         } else {
             Ok(())
         };
-        self.batch.push(&[&line.bytes, b"\n"]);
+        self.batch.push(&[line.bytes, b"\n"]);
         flushed
     }
     fn flush(&mut self) -> Result<(), Failure> {
@@ -394,10 +508,13 @@ fn log_error(name: &str, stats: &SinkStats, f: &Failure) {
 /// The sink thread: takes records from the queue until it closes, flushing whenever the queue
 /// runs dry; a sink that cannot take records (TCP backing off) leaves them queued. Every record
 /// it takes is delivered or counted in `stats.dropped`.
+///
+/// The queue carries [`Chunk`]s (many records each); the sink still takes them one record at a
+/// time, with the same checks (given up, SIGHUP, ready) before each.
 pub fn run(
     name: String,
     mut sink: Box<dyn Sink>,
-    rx: Receiver<Arc<Line>>,
+    rx: Receiver<Chunk>,
     stats: Arc<SinkStats>,
     shared: Arc<SinkShared>,
     hangup: Option<Hangup>,
@@ -407,18 +524,23 @@ pub fn run(
         stats.dropped.inc_by(f.lost);
         log_error(&name, &stats, &f);
     };
+    // Records still queued: the rest of the chunk being taken and the chunks behind it.
+    let queued_left = |chunk: &Option<Chunk>| {
+        chunk.as_ref().map_or(0, Chunk::left) + rx.try_iter().map(|c| c.left()).sum::<u64>()
+    };
     // Given up (while stopping): what the sink and its queue hold is lost, counted once.
-    let give_up = |sink: &dyn Sink| {
+    let give_up = |sink: &dyn Sink, chunk: &Option<Chunk>| {
         if !shared.remainder_counted.swap(true, Ordering::SeqCst) {
-            let left = rx.try_iter().count() as u64;
+            let left = queued_left(chunk);
             stats.queued.dec_by(left as i64);
             stats.dropped.inc_by(left + sink.pending());
         }
     };
     let mut dirty = false;
+    let mut chunk: Option<Chunk> = None;
     loop {
         if shared.abandon.load(Ordering::SeqCst) {
-            return give_up(&*sink);
+            return give_up(&*sink, &chunk);
         }
         if let Some(h) = &hangup
             && h.0.swap(false, Ordering::Relaxed)
@@ -431,31 +553,35 @@ pub fn run(
         if !sink.ready() {
             if stopping.load(Ordering::Relaxed) {
                 // Shutting down with no connection: what is queued is lost, and counted.
-                return give_up(&*sink);
+                return give_up(&*sink, &chunk);
             }
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let line = if dirty {
-            match rx.try_recv() {
-                Ok(l) => Some(l),
-                Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(l) => Some(l),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        };
-        let result = match line {
-            Some(l) => {
+        if chunk.as_ref().is_none_or(|c| c.left() == 0) {
+            chunk = if dirty {
+                match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+        }
+        let result = match &mut chunk {
+            Some(c) if c.left() > 0 => {
+                let i = c.next;
+                c.next += 1;
                 stats.queued.dec();
                 dirty = true;
-                sink.write(&l)
+                sink.write(&c.block.line(i))
             }
-            None => {
+            _ => {
                 dirty = false;
                 sink.flush()
             }
@@ -468,7 +594,7 @@ pub fn run(
                 stats.dropped.inc_by(f.lost);
                 shared.closed.store(true, Ordering::SeqCst);
                 log::info!("output -: closed by its reader");
-                let left = rx.try_iter().count() as u64;
+                let left = queued_left(&chunk);
                 stats.queued.dec_by(left as i64);
                 return;
             }
@@ -481,7 +607,7 @@ pub fn run(
     }
     shared.pending.store(sink.pending(), Ordering::SeqCst);
     if sink.pending() > 0 {
-        give_up(&*sink);
+        give_up(&*sink, &None);
     }
 }
 
@@ -532,7 +658,7 @@ mod tests {
     #[test]
     fn rfc5424_header() {
         let line = Line {
-            bytes: b"{\"a\":1}".to_vec().into(),
+            bytes: b"{\"a\":1}",
             name: "sendfile",
             severity: 6,
             timestamp: 1_795_322_042_051_880_948,
@@ -546,9 +672,10 @@ mod tests {
         );
     }
 
-    fn line(n: usize) -> Line {
+    fn line(n: usize) -> Line<'static> {
+        static XS: [u8; 1024] = [b'x'; 1024];
         Line {
-            bytes: vec![b'x'; n].into(),
+            bytes: &XS[..n],
             name: "sendfile",
             severity: 6,
             timestamp: 0,

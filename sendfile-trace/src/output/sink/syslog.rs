@@ -140,11 +140,11 @@ impl Syslog {
             Err(e) => return Err(Failure::new(e, 1)),
         };
         for max in [1024, 256, 64] {
-            let Some(bytes) = cut::cut(&line.bytes, max) else {
+            let Some(bytes) = cut::cut(line.bytes, max) else {
                 break;
             };
             let cut_line = Line {
-                bytes: bytes.into(),
+                bytes: &bytes,
                 ..*line
             };
             self.buf.clear();
@@ -195,7 +195,7 @@ pub fn rfc5424(
         u32::from(facility) * 8 + u32::from(line.severity),
         line.name
     )?;
-    out.extend_from_slice(&line.bytes);
+    out.extend_from_slice(line.bytes);
     Ok(())
 }
 
