@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// capacity steps, side by side with this tree's.
     #[arg(long, value_name = "BIN")]
     baseline: Option<PathBuf>,
+    /// The `pipeline` example of another tree for the userspace rows (default: a `pipeline`
+    /// beside `--baseline`, if there is one).
+    #[arg(long, value_name = "BIN")]
+    baseline_pipeline: Option<PathBuf>,
     /// Body bytes the nginx section has nginx serve in each mode.
     #[arg(long, default_value_t = 1 << 30)]
     nginx_bytes: u64,
@@ -1108,12 +1112,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if run(Section::Userspace) {
         eprintln!("xtask: bench userspace throughput (the daemon's pipeline, one core)");
         // A `pipeline` binary beside the baseline tracer is that tree's pipeline.
-        let base_pipeline = args
-            .baseline
-            .as_ref()
-            .and_then(|b| b.parent())
-            .map(|d| d.join("pipeline"))
-            .filter(|p| p.exists());
+        let base_pipeline = args.baseline_pipeline.clone().or_else(|| {
+            args.baseline
+                .as_ref()
+                .and_then(|b| b.parent())
+                .map(|d| d.join("pipeline"))
+                .filter(|p| p.exists())
+        });
         pipeline = userspace_throughput(base_pipeline.as_deref())?;
         let _ = writeln!(
             table,
