@@ -189,6 +189,16 @@ pub enum AttachError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The kernel refuses the hook's program type outright (asked with a minimal program
+    /// before anything costly is prepared).
+    #[error("{what}: the BPF_PROG_LOAD syscall returned {source}")]
+    Refused {
+        /// What was refused.
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// tracefs is there but this process may not look inside (the diagnosis names the missing
     /// capability).
     #[error("{0}")]

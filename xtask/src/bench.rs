@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// capacity steps, side by side with this tree's.
     #[arg(long, value_name = "BIN")]
     baseline: Option<PathBuf>,
+    /// The `pipeline` example of another tree for the userspace rows (default: a `pipeline`
+    /// beside `--baseline`, if there is one).
+    #[arg(long, value_name = "BIN")]
+    baseline_pipeline: Option<PathBuf>,
     /// Body bytes the nginx section has nginx serve in each mode.
     #[arg(long, default_value_t = 1 << 30)]
     nginx_bytes: u64,
@@ -111,10 +115,12 @@ enum Kind {
     Floor,
     /// `sendfile-trace --hook HOOK`, events to /dev/null or to a file.
     /// With `flows`, in `--mode flows` (the loop's calls are one established flow).
+    /// `baseline`: another tree's binary (`--baseline`) instead of this tree's.
     Ours {
         hook: &'static str,
         file: bool,
         flows: bool,
+        baseline: Option<PathBuf>,
     },
     /// bpftrace with [`BPFTRACE_SCRIPT`], output to /dev/null.
     Bpftrace,
@@ -432,7 +438,12 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
             &[],
             Ready::Stdout("ready"),
         )?,
-        Kind::Ours { hook, file, flows } => {
+        Kind::Ours {
+            hook,
+            file,
+            flows,
+            baseline,
+        } => {
             let events = bench_dir().join("events.jsonl");
             let _ = std::fs::remove_file(&events);
             let output = events.to_string_lossy().into_owned();
@@ -440,16 +451,20 @@ fn attach(kind: &Kind) -> Result<Option<Tracer>> {
             let mut args = vec!["--hook", *hook];
             if *flows {
                 args.extend(["--mode", "flows"]);
-            } else {
+            } else if baseline.is_none() {
                 // Calls mode as such: past the default limit calls would be folded into flows.
+                // (A baseline from before the limit knows no `off`, and needs none.)
                 args.extend(["--max-events-per-process", "off"]);
             }
             if *file {
                 args.extend(["--output", &output]);
             }
+            let bin = baseline
+                .clone()
+                .unwrap_or_else(|| compile::host_bin("sendfile-trace"));
             start(
                 "sendfile-trace",
-                &compile::host_bin("sendfile-trace"),
+                &bin,
                 &args,
                 Ready::Stderr("tracing sendfile with hook", 1),
             )?
@@ -928,6 +943,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 hook,
                 file: false,
                 flows: false,
+                baseline: None,
             },
             args.calls,
             None,
@@ -938,6 +954,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 hook,
                 file: true,
                 flows: false,
+                baseline: None,
             },
             args.calls,
             None,
@@ -952,6 +969,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 hook,
                 file: true,
                 flows: true,
+                baseline: None,
             },
             args.calls,
             None,
@@ -986,6 +1004,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 hook,
                 file: false,
                 flows: false,
+                baseline: None,
             },
             PACED_COST_CALLS,
             paced,
@@ -996,7 +1015,23 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 hook,
                 file: true,
                 flows: false,
+                baseline: None,
             },
+            PACED_COST_CALLS,
+            paced,
+        ));
+    }
+    // The baseline tree's cost, in the same rounds: the targets' "before" figure.
+    let baseline_kind = args.baseline.as_ref().map(|b| Kind::Ours {
+        hook: HOOKS[0],
+        file: true,
+        flows: false,
+        baseline: Some(b.clone()),
+    });
+    if let Some(kind) = &baseline_kind {
+        variants.push(Variant::new(
+            &format!("baseline {} → file @{k}k/s", HOOKS[0]),
+            kind.clone(),
             PACED_COST_CALLS,
             paced,
         ));
@@ -1043,6 +1078,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         }) {
             programs.extend(profile(&v.name, &v.kind, PACED_COST_CALLS)?);
         }
+        if let Some(kind) = &baseline_kind {
+            programs.extend(profile(
+                &format!("baseline {}", HOOKS[0]),
+                kind,
+                PACED_COST_CALLS,
+            )?);
+        }
         let _ = writeln!(
             table,
             "\nper BPF program during {PACED_COST_CALLS} calls at {PACED_COST_RATE}/s (kernel BPF \
@@ -1070,12 +1112,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if run(Section::Userspace) {
         eprintln!("xtask: bench userspace throughput (the daemon's pipeline, one core)");
         // A `pipeline` binary beside the baseline tracer is that tree's pipeline.
-        let base_pipeline = args
-            .baseline
-            .as_ref()
-            .and_then(|b| b.parent())
-            .map(|d| d.join("pipeline"))
-            .filter(|p| p.exists());
+        let base_pipeline = args.baseline_pipeline.clone().or_else(|| {
+            args.baseline
+                .as_ref()
+                .and_then(|b| b.parent())
+                .map(|d| d.join("pipeline"))
+                .filter(|p| p.exists())
+        });
         pipeline = userspace_throughput(base_pipeline.as_deref())?;
         let _ = writeln!(
             table,
@@ -1143,9 +1186,18 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         nginx_row = nginx::nginx(args.nginx_bytes)?;
         nginx::table(&nginx_row, &mut table);
     }
+    let targets = targets(
+        &json_variants,
+        &programs,
+        &pipeline,
+        &bursts,
+        &capacity_runs,
+    );
+    targets_table(&targets, &mut table);
     print!("{table}");
 
     let results = json!({
+        "targets": targets,
         "workload": {"size": 64, "workloadCpu": 0, "tracerCpu": 1, "rounds": args.rounds},
         "variants": json_variants,
         "bursts": bursts,
@@ -1501,5 +1553,203 @@ impl Variant {
             getpid_ns: Vec::new(),
             delivery: Vec::new(),
         }
+    }
+}
+
+/// The capacity targets, each with the baseline tree's figure (`--baseline`) and this tree's,
+/// from this run's sections; a section not run leaves its targets without figures.
+fn targets(
+    variants: &[Value],
+    programs: &[Value],
+    pipeline: &[Value],
+    bursts: &[Value],
+    capacity: &[Value],
+) -> Vec<Value> {
+    let k = PACED_COST_RATE / 1000;
+    let hook = HOOKS[0];
+    let variant = |name: String| variants.iter().find(|v| v["name"] == name.as_str());
+    let ours_paced = variant(format!("ours {hook} → file @{k}k/s"));
+    let base_paced = variant(format!("baseline {hook} → file @{k}k/s"));
+    let floor_paced = variant(format!("floor @{k}k/s"));
+    let num = |v: Option<&Value>, key: &str| v.and_then(|v| v[key].as_f64());
+    let mut out = Vec::new();
+    let mut target = |name: &str,
+                      goal: &str,
+                      before: Option<f64>,
+                      after: Option<f64>,
+                      met: Option<bool>,
+                      unit: &str| {
+        out.push(json!({
+            "target": name, "goal": goal, "baseline": before, "thisTree": after,
+            "met": met, "unit": unit,
+        }));
+    };
+
+    // 1. Userspace events/s on one core, per format.
+    for format in ["tracee", "ecs", "ocsf", "text"] {
+        let of = |tree: &str| {
+            pipeline
+                .iter()
+                .find(|p| p["tracer"] == tree && p["format"] == format)
+                .and_then(|p| p["eventsPerSecond"].as_f64())
+        };
+        let after = of("this tree");
+        target(
+            &format!("userspace {format}"),
+            "≥ 1,000,000 events/s on one core",
+            of("baseline"),
+            after,
+            after.map(|a| a >= 1e6),
+            "events/s",
+        );
+    }
+
+    // 2. The highest lossless paced rate, calls mode.
+    let rate = |tree: &str| {
+        capacity
+            .iter()
+            .find(|c| c["tracer"] == tree)
+            .and_then(|c| c["highestLosslessRate"].as_f64())
+    };
+    let (before, after) = (rate("baseline"), rate("this tree"));
+    target(
+        "lossless rate (calls mode, tracee JSON to a file)",
+        "≥ 3× the baseline's",
+        before,
+        after,
+        before.zip(after).map(|(b, a)| a >= 3.0 * b),
+        "calls/s",
+    );
+
+    // 3. Kernel cost per call: added ÷ the floor's added, paced so that nothing is lost.
+    let (before, after) = (
+        num(base_paced, "addedOverFloor"),
+        num(ours_paced, "addedOverFloor"),
+    );
+    target(
+        &format!("kernel cost per call, calls mode @{k}k/s (added ÷ floor's added)"),
+        "≤ 3.5",
+        before,
+        after,
+        after.map(|a| a <= 3.5),
+        "×",
+    );
+    for (prog, label) in [("enter", "entry"), ("exit", "exit")] {
+        let of = |variant: &str| {
+            programs
+                .iter()
+                .find(|p| {
+                    p["variant"] == variant
+                        && p["program"]
+                            .as_str()
+                            .is_some_and(|n| n.ends_with(&format!("_tp_{prog}")))
+                })
+                .and_then(|p| p["nsPerRun"].as_f64())
+        };
+        target(
+            &format!("calls-mode {label} program, ns per run (BPF stats)"),
+            "(shown beside the floor's programs)",
+            of(&format!("baseline {hook}")),
+            of(&format!("ours {hook} → /dev/null")),
+            None,
+            "ns",
+        );
+    }
+
+    // 4. Peak RSS of the default-settings burst.
+    let burst = |tree: &str| {
+        bursts.iter().find(|b| {
+            b["tracer"] == tree && b["mode"] == "calls" && b["ringBufferSize"] == "default"
+        })
+    };
+    let hwm = |tree: &str| {
+        burst(tree)
+            .and_then(|b| b["vmHwmKiB"].as_f64())
+            .map(|k| k / 1024.0)
+    };
+    let after = hwm("this tree");
+    target(
+        "peak RSS, default-settings burst",
+        "≤ 24 MiB",
+        hwm("baseline"),
+        after,
+        after.map(|a| a <= 24.0),
+        "MiB",
+    );
+
+    // 5. What the tracer adds to every other syscall, against the floor's.
+    let (ours, floor) = (
+        num(ours_paced, "getpidAddedNs"),
+        num(floor_paced, "getpidAddedNs"),
+    );
+    target(
+        "getpid: ns added to every other syscall while attached",
+        &format!(
+            "≤ the floor's ({}; 5 ns of noise allowed)",
+            floor.map_or("?".into(), |f| format!("{f:.1} ns"))
+        ),
+        num(base_paced, "getpidAddedNs"),
+        ours,
+        ours.zip(floor).map(|(o, f)| o <= f + 5.0),
+        "ns",
+    );
+
+    // 6. The tight-loop burst at default settings: every call accounted for.
+    let share = |tree: &str| {
+        burst(tree).and_then(|b| {
+            let made = b["made"].as_f64()?;
+            Some(b["delivered"].as_f64()? / made)
+        })
+    };
+    let after = share("this tree");
+    let none_lost = burst("this tree").map(|b| b["lost"] == 0);
+    target(
+        "tight-loop burst at default settings, share of calls accounted for",
+        "1 (every call an event or in a flow record, none lost)",
+        share("baseline"),
+        after,
+        after.zip(none_lost).map(|(a, n)| a == 1.0 && n),
+        "of made",
+    );
+    out
+}
+
+/// The targets, one line each.
+fn targets_table(targets: &[Value], table: &mut String) {
+    let _ = writeln!(
+        table,
+        "\ntargets (baseline: the --baseline tree, measured in this run):"
+    );
+    let _ = writeln!(
+        table,
+        "{:<66} {:>12} {:>12} {:>9}  goal",
+        "target", "baseline", "this tree", "met"
+    );
+    let fmt = |v: &Value| {
+        v.as_f64().map_or("—".to_owned(), |f| {
+            if f >= 1000.0 {
+                format!("{f:.0}")
+            } else if f >= 10.0 {
+                format!("{f:.1}")
+            } else {
+                format!("{f:.3}")
+            }
+        })
+    };
+    for t in targets {
+        let _ = writeln!(
+            table,
+            "{:<66} {:>12} {:>12} {:>9}  {} ({})",
+            t["target"].as_str().unwrap_or(""),
+            fmt(&t["baseline"]),
+            fmt(&t["thisTree"]),
+            match t["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            },
+            t["goal"].as_str().unwrap_or(""),
+            t["unit"].as_str().unwrap_or(""),
+        );
     }
 }

@@ -306,6 +306,12 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<Vec<String>, AttachError> {
     if !wrapped {
         return Err(AttachError::Unwrapped(NATIVE_FN));
     }
+    if let Some(source) = system::tracing_programs_refused() {
+        return Err(AttachError::Refused {
+            what: "loading a tracing (fentry/fexit) program",
+            source,
+        });
+    }
     let btf = Btf::from_sys_fs().map_err(AttachError::Btf)?;
     let err = |what: &str, source| AttachError::Program {
         what: what.to_owned(),

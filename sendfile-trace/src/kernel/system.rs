@@ -181,6 +181,65 @@ pub fn has_kernel_btf() -> bool {
     Path::new(VMLINUX_BTF).is_file()
 }
 
+/// The first fields of `union bpf_attr` for `BPF_PROG_LOAD` (include/uapi/linux/bpf.h); the
+/// kernel zeroes the fields a shorter attribute leaves out.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Why the kernel refuses tracing (fentry/fexit) programs outright, if it does: `EPERM` for a
+/// 2-instruction `BPF_PROG_TYPE_TRACING` program loaded without a target. A kernel that allows
+/// them rejects that program in the verifier instead (`EINVAL`: "Tracing programs must provide
+/// btf_id"); one that refuses them (lockdown, an LSM policy, a sandbox, missing CAP_PERFMON)
+/// says `EPERM` before looking. Asked before the fentry hook has aya parse the kernel's BTF,
+/// which takes about 15 MiB at its peak only to be refused.
+pub fn tracing_programs_refused() -> Option<std::io::Error> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FENTRY: u32 = 24;
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: c"GPL".as_ptr() as u64,
+        expected_attach_type: BPF_TRACE_FENTRY,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_PROG_LOAD, its size is passed,
+    // and the instructions and license it points to outlive the call; no log buffer is given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd >= 0 {
+        // Not expected (no target), but then nothing was refused: close what was loaded.
+        // SAFETY: a file descriptor the kernel just returned, owned by nothing else.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+        return None;
+    }
+    let err = std::io::Error::last_os_error();
+    (err.raw_os_error() == Some(libc::EPERM)).then_some(err)
+}
+
 fn clock_ns(clock: nix::time::ClockId) -> i128 {
     nix::time::clock_gettime(clock)
         .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
