@@ -36,9 +36,10 @@ impl Out<'_> {
             None => self.raw(b"null"),
         }
     }
-    /// An integer in decimal, as serde_json (itoa) writes it: the digits are put left-aligned
-    /// in a fixed 20-byte buffer that is appended whole and then cut to their number, so that
-    /// no copy of a variable length (a `memcpy` call each) is made.
+    /// An integer in decimal, as serde_json (itoa) writes it: twenty `0`s are appended (a
+    /// constant store), the digits written over the first ones, two at a time, and the rest
+    /// cut off, so that no copy of a variable length (a `memcpy` call each) and no reload of
+    /// narrow stores from a stack buffer is made.
     #[inline(always)]
     fn int(&mut self, n: impl Int) {
         let (negative, mut n) = n.sign_abs();
@@ -46,24 +47,23 @@ impl Out<'_> {
             self.0.push(b'-');
         }
         let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
-        let mut digits = [b'0'; 20];
+        let start = self.0.len();
+        self.0.extend_from_slice(&[b'0'; 20]);
+        let digits = &mut self.0[start..start + 20];
         let mut at = len;
         while n >= 100 {
             let d = (n % 100) as usize * 2;
             n /= 100;
             at -= 2;
-            digits[at] = PAIRS[d];
-            digits[at + 1] = PAIRS[d + 1];
+            digits[at..at + 2].copy_from_slice(&PAIRS[d..d + 2]);
         }
         if n >= 10 {
             let d = n as usize * 2;
-            digits[0] = PAIRS[d];
-            digits[1] = PAIRS[d + 1];
+            digits[..2].copy_from_slice(&PAIRS[d..d + 2]);
         } else {
             digits[0] = b'0' + n as u8;
         }
-        self.0.extend_from_slice(&digits);
-        self.0.truncate(self.0.len() - (20 - len));
+        self.0.truncate(start + len);
     }
     /// An integer or `null`.
     #[inline(always)]
