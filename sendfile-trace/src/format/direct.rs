@@ -196,16 +196,20 @@ pub(super) fn tracee(e: &SendfileEvent<'_>, out: &mut Vec<u8>) {
     w.raw(b",\"argsNum\":");
     w.int(e.args_num);
     w.raw(b",\"args\":[");
-    for (i, a) in e.args.iter().enumerate() {
-        w.raw(if i == 0 {
-            b"{\"name\":"
+    for (i, (a, (name, ty, head))) in e.args.iter().zip(ARGS).enumerate() {
+        if i > 0 {
+            w.raw(b",");
+        }
+        if a.name == name && a.ty == ty {
+            // The decoder's names and types: one constant run.
+            w.raw(head);
         } else {
-            b",{\"name\":"
-        });
-        w.str(a.name);
-        w.raw(b",\"type\":");
-        w.str(a.ty);
-        w.raw(b",\"value\":");
+            w.raw(b"{\"name\":");
+            w.str(a.name);
+            w.raw(b",\"type\":");
+            w.str(a.ty);
+            w.raw(b",\"value\":");
+        }
         match a.value {
             crate::event::ArgValue::Int(v) => w.int(v),
             crate::event::ArgValue::U64(v) => w.int(v),
@@ -233,6 +237,31 @@ pub(super) fn tracee(e: &SendfileEvent<'_>, out: &mut Vec<u8>) {
     w.int(e.schema_version);
     w.raw(b"}");
 }
+
+/// sendfile's arguments as the decoder names them, with what the tracee contract writes before
+/// each value.
+const ARGS: [(&str, &str, &[u8]); 4] = [
+    (
+        "out_fd",
+        "int",
+        b"{\"name\":\"out_fd\",\"type\":\"int\",\"value\":",
+    ),
+    (
+        "in_fd",
+        "int",
+        b"{\"name\":\"in_fd\",\"type\":\"int\",\"value\":",
+    ),
+    (
+        "offset",
+        "off_t*",
+        b"{\"name\":\"offset\",\"type\":\"off_t*\",\"value\":",
+    ),
+    (
+        "count",
+        "size_t",
+        b"{\"name\":\"count\",\"type\":\"size_t\",\"value\":",
+    ),
+];
 
 fn tracee_executable(w: &mut Out<'_>, x: &Executable) {
     w.raw(b"{\"path\":");
@@ -363,8 +392,9 @@ fn details(w: &mut Out<'_>, e: &SendfileEvent<'_>, gid: Option<u32>) {
     w.int(e.in_fd.fd);
     w.raw(b",\"in_fd_info\":");
     sorted_fd(w, &e.in_fd);
-    w.raw(b",\"in_fd_type\":");
-    w.str(fd_type(&e.in_fd));
+    w.raw(b",\"in_fd_type\":\"");
+    w.raw(fd_type(&e.in_fd).as_bytes());
+    w.raw(b"\"");
     w.raw(b",\"offset_after\":");
     w.opt_int(e.offset_after);
     w.raw(b",\"offset_before\":");
@@ -375,8 +405,9 @@ fn details(w: &mut Out<'_>, e: &SendfileEvent<'_>, gid: Option<u32>) {
     w.int(e.out_fd.fd);
     w.raw(b",\"out_fd_info\":");
     sorted_fd(w, &e.out_fd);
-    w.raw(b",\"out_fd_type\":");
-    w.str(fd_type(&e.out_fd));
+    w.raw(b",\"out_fd_type\":\"");
+    w.raw(fd_type(&e.out_fd).as_bytes());
+    w.raw(b"\"");
     if let Some(hex) = &e.process_name_hex {
         w.raw(b",\"process_name_hex\":");
         w.str(hex);
@@ -445,9 +476,10 @@ fn sorted_fd(w: &mut Out<'_>, fd: &FdInfo) {
             w.str(reason);
         }
     }
-    w.raw(b",\"type\":");
-    w.str(fd_type(fd));
-    w.raw(b"}");
+    // `fd_type` names are lower-case ASCII: nothing to escape.
+    w.raw(b",\"type\":\"");
+    w.raw(fd_type(fd).as_bytes());
+    w.raw(b"\"}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1195,6 +1195,12 @@ pub(crate) mod tests {
             e.errno = errno_name(ret);
             same_as_serde(&e);
         }
+        // Arguments named otherwise than the decoder names them.
+        let mut e = socket_event("h");
+        e.args[0].name = "out\"fd\u{2028}";
+        e.args[2].ty = "int";
+        e.args[3].name = "in_fd";
+        same_as_serde(&e);
     }
 
     proptest::proptest! {
