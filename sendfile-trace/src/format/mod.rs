@@ -2,8 +2,11 @@
 //! and a one-line human form in the spirit of `strace -yy`.
 //!
 //! Every format renders one record as exactly one line (no newline inside), whatever bytes a
-//! process puts in its name or a path: JSON formats escape through serde_json, the text format
-//! escapes control and bidirectional characters the way strace does.
+//! process puts in its name or a path: JSON formats escape every string through
+//! [`json::write_str`] (serde_json's escapes, and the deceptive characters as `\u` escapes),
+//! the text format escapes control and bidirectional characters the way strace does. The calls
+//! of the JSON formats are written by hand (`direct`), byte for byte what their `Serialize`
+//! path ([`Format::render_serde`]) writes; the other records go through serde.
 
 mod direct;
 mod ecs;
