@@ -2,9 +2,13 @@
 //! and a one-line human form in the spirit of `strace -yy`.
 //!
 //! Every format renders one record as exactly one line (no newline inside), whatever bytes a
-//! process puts in its name or a path: JSON formats escape through serde_json, the text format
-//! escapes control and bidirectional characters the way strace does.
+//! process puts in its name or a path: JSON formats escape every string through
+//! [`json::write_str`] (serde_json's escapes, and the deceptive characters as `\u` escapes),
+//! the text format escapes control and bidirectional characters the way strace does. The calls
+//! of the JSON formats are written by hand (`direct`), byte for byte what their `Serialize`
+//! path ([`Format::render_serde`]) writes; the other records go through serde.
 
+mod direct;
 mod ecs;
 pub mod json;
 mod ocsf;
@@ -165,20 +169,50 @@ impl Format {
     /// Appends one record as one line (without the trailing newline) to `out`.
     pub fn render(&self, rec: Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match self {
-            Format::Tracee => tracee::write(rec, out),
-            // The calls through typed documents; the tracer's own rare records through the tree.
+            // The calls (the hot record) through the hand-written writers of `direct`, which
+            // write the bytes of the `Serialize` path below (the tests compare the two); the
+            // other records through serde.
+            Format::Tracee => match rec {
+                Record::Sendfile(e) => {
+                    direct::tracee(e, out);
+                    Ok(())
+                }
+                _ => tracee::write(rec, out),
+            },
             Format::Ecs => match rec {
-                Record::Sendfile(e) => json::write(out, &ecs::EcsDoc::of(e)),
+                Record::Sendfile(e) => {
+                    direct::ecs(e, out);
+                    Ok(())
+                }
                 _ => json::write(out, &ecs(rec)),
             },
             Format::Ocsf => match rec {
-                Record::Sendfile(e) => json::write(out, &ocsf::OcsfDoc::of(e)),
+                Record::Sendfile(e) => {
+                    direct::ocsf(e, out);
+                    Ok(())
+                }
                 _ => json::write(out, &ocsf(rec)),
             },
             Format::Text => {
                 out.extend_from_slice(text(rec).as_bytes());
                 Ok(())
             }
+        }
+    }
+}
+
+impl Format {
+    /// Appends one record as [`Format::render`] does, every record through serde (each record's
+    /// own `Serialize`, or the typed ECS and OCSF documents): the reference the hand-written
+    /// writers of the calls are tested against, byte for byte.
+    pub fn render_serde(&self, rec: Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match (self, rec) {
+            (Format::Tracee, Record::Sendfile(e)) => json::write_reference(out, e),
+            (Format::Ecs, Record::Sendfile(e)) => json::write_reference(out, &ecs::EcsDoc::of(e)),
+            (Format::Ocsf, Record::Sendfile(e)) => {
+                json::write_reference(out, &ocsf::OcsfDoc::of(e))
+            }
+            _ => self.render(rec, out),
         }
     }
 }
@@ -523,7 +557,7 @@ pub(crate) mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::event::{Arg, ArgValue, ContextFlags, Executable};
+    use crate::event::{Arg, ArgValue, ContextFlags, Executable, errno_name};
 
     /// A realistic event: nginx sending /srv/a.jpg on a TCP connection.
     pub fn socket_event(host: &str) -> SendfileEvent<'_> {
@@ -989,6 +1023,210 @@ pub(crate) mod tests {
         same(&lost);
         same(&ecs(lost.as_record()));
         same(&ocsf(lost.as_record()));
+    }
+
+    /// Asserts that the hand-written writer of every JSON format writes the bytes of serde's.
+    fn same_as_serde(e: &SendfileEvent<'_>) {
+        for f in [Format::Tracee, Format::Ecs, Format::Ocsf] {
+            let (mut direct, mut serde) = (b"prefix".to_vec(), b"prefix".to_vec());
+            f.render(e.as_record(), &mut direct).unwrap();
+            f.render_serde(e.as_record(), &mut serde).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(serde).unwrap(),
+                "{f:?}"
+            );
+        }
+    }
+
+    /// Names and paths an attacker can choose, as the decoder hands them over (invalid UTF-8
+    /// shown as U+FFFD).
+    fn hostile_strings() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "nginx",
+            "a\"b\\c",
+            "\n\r\t\x08\x0c\x00\x01\x1f",
+            "x\x1b[31mred\x1b[0m",
+            "\u{7f}\u{80}\u{85}\u{9b}\u{9f}\u{a0}",
+            "gnp\u{202e}.exe\u{2066}\u{2069}\u{200e}\u{200f}\u{61c}",
+            "\u{2028}\u{2029}\u{feff}\u{200b}\u{200d}",
+            "é€😀 plain unicode",
+            "/srv/www/static/img/a.jpg",
+            "/tmp/x (deleted)",
+            "/memfd:a (deleted)",
+            "@abstract\u{0}name",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.push(String::from_utf8_lossy(b"/a\xff\xfe/b\xc3").into_owned());
+        v.push("/d".repeat(2100));
+        v.push(format!("{}\"\\\u{202e}", "é".repeat(3000)));
+        v
+    }
+
+    /// The kinds of descriptor, with `s` in every string they hold.
+    fn kinds(s: &str, flags: u8) -> Vec<FdKind> {
+        let path = PathInfo {
+            path: s.to_owned(),
+            path_hex: (flags & 1 != 0).then(|| "2f61ff".into()),
+            truncated: flags & 2 != 0,
+            inode: u64::MAX,
+            dev: 0,
+            deleted: flags & 4 != 0,
+            pseudo: flags & 8 != 0,
+            detached: flags & 16 != 0,
+            outside_root: flags & 32 != 0,
+        };
+        let end = |i: u8| match i % 3 {
+            0 => None,
+            1 => Some(Endpoint::Inet {
+                ip: s.to_owned(),
+                port: u16::MAX,
+            }),
+            _ => Some(Endpoint::Unix {
+                path: s.to_owned(),
+                path_hex: (flags & 1 != 0).then(|| "00".into()),
+            }),
+        };
+        let socket = |family: &str, protocol: &str| SocketInfo {
+            family: family.to_owned().into(),
+            protocol: protocol.to_owned().into(),
+            inode: 7,
+            local: end(flags),
+            remote: end(flags / 3),
+        };
+        vec![
+            FdKind::File(path.clone()),
+            FdKind::Chardev(path.clone()),
+            FdKind::Other(path),
+            FdKind::Pipe { inode: 0 },
+            FdKind::Socket(socket("AF_INET", "TCP")),
+            FdKind::Socket(socket("AF_INET6", "udp")),
+            FdKind::Socket(socket("AF_UNIX", "STREAM")),
+            FdKind::Socket(socket(s, s)),
+            FdKind::AnonInode { name: s.to_owned() },
+            FdKind::Unknown {
+                reason: s.to_owned(),
+            },
+        ]
+    }
+
+    /// `base` with `s` in its strings, the optional parts present or absent by `flags`.
+    fn varied<'a>(base: &SendfileEvent<'a>, s: &str, flags: u8) -> SendfileEvent<'a> {
+        let mut e = SendfileEvent {
+            process_name: Cow::Owned(s.to_owned()),
+            process_name_hex: (flags & 1 != 0).then(|| "ff".into()),
+            executable: (flags & 2 != 0).then(|| Executable {
+                path: s.to_owned(),
+                path_hex: (flags & 4 != 0).then(|| "ff".into()),
+                truncated: flags & 8 != 0,
+                pseudo: flags & 16 != 0,
+                detached: flags & 32 != 0,
+            }),
+            container_id: (flags & 4 != 0).then(|| s.to_owned()),
+            process_id: (flags & 8 == 0).then_some(1),
+            thread_id: (flags & 8 == 0).then_some(u32::MAX),
+            parent_process_id: (flags & 8 == 0).then_some(0),
+            host_parent_process_id: (flags & 16 == 0).then_some(7),
+            thread_start_time: (flags & 8 == 0).then_some(u64::MAX),
+            mount_namespace: (flags & 8 == 0).then_some(4026531841),
+            pid_namespace: (flags & 8 == 0).then_some(4026531836),
+            offset_value: (flags & 32 == 0).then_some(i64::MIN),
+            offset_after: (flags & 64 == 0).then_some(i64::MAX),
+            ..socket_event(base.host_name)
+        };
+        e.timestamp = base.timestamp;
+        e.return_value = base.return_value;
+        e.errno = base.errno.clone();
+        e.in_fd = base.in_fd.clone();
+        e.out_fd = base.out_fd.clone();
+        e.context_flags.is_compat = flags & 64 != 0;
+        e.context_flags.flow_fallback = flags & 128 != 0;
+        e
+    }
+
+    #[test]
+    fn the_hand_written_writers_write_the_bytes_of_serde() {
+        for e in &variety() {
+            same_as_serde(e);
+        }
+        let strings = hostile_strings();
+        for (i, s) in strings.iter().enumerate() {
+            let flags = (i * 37) as u8;
+            for (k, kind) in kinds(s, flags).into_iter().enumerate() {
+                let mut base = if k % 2 == 0 {
+                    socket_event("web-1")
+                } else {
+                    file_event("h\u{2028}\"")
+                };
+                if k % 3 == 0 {
+                    base.out_fd.kind = kind.clone();
+                } else {
+                    base.in_fd.kind = kind.clone();
+                }
+                for flags in [0u8, 0xff, flags, !flags] {
+                    same_as_serde(&varied(&base, s, flags));
+                }
+                for other in kinds(&strings[(i + 1) % strings.len()], !flags) {
+                    base.in_fd.kind = kind.clone();
+                    base.out_fd.kind = other;
+                    same_as_serde(&base);
+                }
+            }
+        }
+        // Every errno the decoder can name, failures and successes.
+        for ret in [
+            -1,
+            -9,
+            -11,
+            -32,
+            -104,
+            -512,
+            -516,
+            -4095,
+            -4096,
+            0,
+            i64::MAX,
+        ] {
+            let mut e = file_event("h");
+            e.return_value = ret;
+            e.errno = errno_name(ret);
+            same_as_serde(&e);
+            let mut e = socket_event("h");
+            e.return_value = ret;
+            e.errno = errno_name(ret);
+            same_as_serde(&e);
+        }
+        // Arguments named otherwise than the decoder names them.
+        let mut e = socket_event("h");
+        e.args[0].name = "out\"fd\u{2028}";
+        e.args[2].ty = "int";
+        e.args[3].name = "in_fd";
+        same_as_serde(&e);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn the_hand_written_writers_write_the_bytes_of_serde_for_any_strings(
+            name in "\\PC*|.*",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            flags in proptest::prelude::any::<u8>(),
+            in_kind in 0usize..10,
+            out_kind in 0usize..10,
+            ret in proptest::prelude::any::<i64>(),
+            ts in proptest::prelude::any::<u64>(),
+        ) {
+            let path = String::from_utf8_lossy(&raw).into_owned();
+            let mut base = socket_event("web-1");
+            base.in_fd.kind = kinds(&path, flags).swap_remove(in_kind);
+            base.out_fd.kind = kinds(&name, !flags).swap_remove(out_kind);
+            base.return_value = ret;
+            base.errno = errno_name(ret);
+            base.timestamp = ts;
+            same_as_serde(&varied(&base, &name, flags));
+        }
     }
 
     #[test]

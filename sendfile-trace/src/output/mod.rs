@@ -70,6 +70,13 @@ pub struct Output {
     spare: std::collections::VecDeque<Arc<Block>>,
     stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// The `events` counters by hook and failure, looked up once each (the label lookup
+    /// allocates and hashes).
+    event_counters: Vec<(
+        &'static str,
+        bool,
+        prometheus_client::metrics::counter::Counter,
+    )>,
     /// The address the metrics endpoint listens on.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -229,6 +236,7 @@ impl Output {
             spare: Default::default(),
             stopping,
             metrics,
+            event_counters: Vec::new(),
             metrics_addr,
         })
     }
@@ -263,7 +271,7 @@ impl Output {
 
     fn queue(&mut self, rec: Record<'_>) -> WriteResult {
         match rec {
-            Record::Sendfile(e) => self.metrics.event(e.hook, e.errno.is_some()),
+            Record::Sendfile(e) => self.count_event(e.hook, e.errno.is_some()),
             Record::Lost(l) => self.metrics.lost(l.reason, l.lost),
             _ => {}
         }
@@ -285,6 +293,23 @@ impl Output {
             self.hand_off();
         }
         Ok(())
+    }
+
+    /// Counts one call written, through the kept counter of its hook and outcome.
+    fn count_event(&mut self, hook: &'static str, failed: bool) {
+        let at = match self
+            .event_counters
+            .iter()
+            .position(|(h, f, _)| *f == failed && *h == hook)
+        {
+            Some(at) => at,
+            None => {
+                let c = self.metrics.event_counter(hook, failed);
+                self.event_counters.push((hook, failed, c));
+                self.event_counters.len() - 1
+            }
+        };
+        self.event_counters[at].2.inc();
     }
 
     /// Hands the records rendered so far to every open sink's queue, one message per sink; what
