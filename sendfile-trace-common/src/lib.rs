@@ -184,7 +184,7 @@ pub struct Seg {
 
 /// What a descriptor refers to ([`FdRecord::kind`]).
 pub mod fd_kind {
-    /// Not resolved: see [`FdRecord::reason`].
+    /// Not resolved: see [`FdRecord::reason`](super::FdRecord::reason).
     pub const UNKNOWN: u32 = 0;
     /// Regular file or directory.
     pub const FILE: u32 = 1;

@@ -3,7 +3,7 @@
 //! The pipeline runs in one direction, one module per stage:
 //! [`cli`] parses flags and the config file; [`kernel`] loads and attaches the kernel programs
 //! (BTF offsets, filters, system facts); [`daemon`] reads the ring buffer; [`event`] decodes each
-//! record, joins entry to exit and enriches it; [`format`] renders it (tracee, ECS, OCSF, text);
+//! record, joins entry to exit and enriches it; [`format`](mod@format) renders it (tracee, ECS, OCSF, text);
 //! [`output`] queues it for each sink and counts what it writes.
 
 pub mod cli;

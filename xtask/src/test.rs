@@ -13,7 +13,7 @@ use crate::{
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip `cargo fmt --check` and clippy.
+    /// Skip `cargo fmt --check`, clippy and rustdoc.
     #[arg(long)]
     pub no_lint: bool,
     /// Kernels of the matrix (repeatable): 6.1, 6.12, host. Default: all three.
@@ -101,6 +101,14 @@ fn lint() -> Result<()> {
                 "-D",
                 "warnings",
             ])
+            .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
+    )?;
+    // Documentation: public items are documented, and their links resolve.
+    tools::run(
+        cargo(HOST_TOOLCHAIN)
+            .current_dir(&root)
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings")
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
     )?;
     // The kernel side once per architecture: each compiles its own arch module.

@@ -25,7 +25,7 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json:
 }
 
 /// Appends `value` through serde_json itself (compact, [`SafeFormatter`]): the reference
-/// [`write`] matches byte for byte, and what [`Line`] hands over for the rare types.
+/// [`write`](fn@write) matches byte for byte, and what [`Line`] hands over for the rare types.
 pub fn write_reference<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
