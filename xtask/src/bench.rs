@@ -38,6 +38,13 @@ pub struct BenchArgs {
     /// beside `--baseline`, if there is one).
     #[arg(long, value_name = "BIN")]
     baseline_pipeline: Option<PathBuf>,
+    /// Builds this commit (its own `cargo xtask build`, in a worktree under target/bench/) and
+    /// uses its tracer and `pipeline` as `--baseline`.
+    #[arg(long, value_name = "REV", conflicts_with = "baseline")]
+    baseline_rev: Option<String>,
+    /// Builds this commit's `pipeline` example for the userspace rows' baseline.
+    #[arg(long, value_name = "REV", conflicts_with = "baseline_pipeline")]
+    baseline_pipeline_rev: Option<String>,
     /// Body bytes the nginx section has nginx serve in each mode.
     #[arg(long, default_value_t = 1 << 30)]
     nginx_bytes: u64,
@@ -921,13 +928,23 @@ fn svg(rows: &[(String, f64)]) -> String {
 }
 
 /// Installs what is missing, builds, runs every variant, writes the table, JSON and SVG.
-pub fn bench(args: BenchArgs) -> Result<i32> {
+pub fn bench(mut args: BenchArgs) -> Result<i32> {
     let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     tools::ensure_all()?;
     tools::apt_install(&["bpftrace", "strace"])?;
     // Builds the daemon, the workload and sendfile-trace-floor (a bin of the same package).
     compile::build_host()?;
     std::fs::create_dir_all(bench_dir())?;
+    if let Some(rev) = &args.baseline_rev {
+        let bins = build_rev(rev)?;
+        args.baseline = Some(bins.join("sendfile-trace"));
+        if args.baseline_pipeline.is_none() && args.baseline_pipeline_rev.is_none() {
+            args.baseline_pipeline = Some(bins.join("examples/pipeline"));
+        }
+    }
+    if let Some(rev) = &args.baseline_pipeline_rev {
+        args.baseline_pipeline = Some(build_rev(rev)?.join("examples/pipeline"));
+    }
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         bail!("the bench pins the workload to CPU 0 and the tracer to CPU 1: it needs 2 CPUs");
     }
@@ -1554,6 +1571,64 @@ impl Variant {
             delivery: Vec::new(),
         }
     }
+}
+
+/// Builds the tracer and the `pipeline` example of commit `rev` in a detached worktree under
+/// target/bench/ (with that commit's own `cargo xtask build`); returns its `target/release`.
+fn build_rev(rev: &str) -> Result<PathBuf> {
+    let root = workspace_root();
+    let full = String::from_utf8(
+        Command::new("git")
+            .current_dir(&root)
+            .args(["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
+            .output()
+            .context("cannot run git")?
+            .stdout,
+    )?;
+    let full = full.trim();
+    if full.is_empty() {
+        bail!("--baseline-rev {rev}: not a commit of this repository (a shallow clone lacks it)");
+    }
+    let dir = bench_dir().join(format!("baseline-{}", &full[..12]));
+    if !dir.join("Cargo.toml").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        tools::run(
+            Command::new("git")
+                .current_dir(&root)
+                .args(["worktree", "add", "--force", "--detach"])
+                .arg(&dir)
+                .arg(full),
+        )?;
+    }
+    eprintln!(
+        "xtask: bench building the baseline {rev} in {}",
+        dir.display()
+    );
+    let cargo = |args: &[&str]| {
+        let mut c = Command::new("cargo");
+        c.current_dir(&dir).args(args);
+        for var in [
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+        ] {
+            c.env_remove(var);
+        }
+        c
+    };
+    tools::run(&mut cargo(&["xtask", "build"]))?;
+    tools::run(&mut cargo(&[
+        &format!("+{}", tools::HOST_TOOLCHAIN),
+        "build",
+        "--release",
+        "-p",
+        "sendfile-trace",
+        "--example",
+        "pipeline",
+    ]))?;
+    Ok(dir.join("target/release"))
 }
 
 /// The capacity targets, each with the baseline tree's figure (`--baseline`) and this tree's,
