@@ -266,18 +266,6 @@ pub struct ThrottledRecord {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-/// A flow call between its entry and its exit, by thread (`FLOW_CALLS`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCall {
-    /// The slot the call adds to (it holds one `in_flight` count of it).
-    pub slot: u32,
-    /// [`crate::flags`] of the call.
-    pub flags: u32,
-    /// The offset pointer (0 for NULL).
-    pub offset_ptr: u64,
-}
-
 /// Per-process state of the rate limit (`RATE`), by tgid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

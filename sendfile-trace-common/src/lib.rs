@@ -34,6 +34,9 @@ pub mod flags {
     /// A call that should have been counted in a flow (`--mode flows`, or folded by the rate
     /// limit) but was traced as a single call: the flow table was full.
     pub const FLOW_FALLBACK: u32 = 1 << 5;
+    /// (in flight) The call is counted in a flow: its exit adds its result to the flow slot
+    /// [`crate::InFlight::flow_slot`] (whose hold it releases) and writes no record.
+    pub const FLOW_CALL: u32 = 1 << 6;
 }
 
 /// Which kernel hook produced a record.
@@ -69,7 +72,8 @@ impl Hook {
     }
 }
 
-/// Arguments saved at syscall entry, keyed by thread (`pid_tgid`) until the exit.
+/// Arguments saved at syscall entry, keyed by thread (`pid_tgid`) until the exit: of every
+/// followed call, traced on its own or counted in a flow ([`flags::FLOW_CALL`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
@@ -93,6 +97,11 @@ pub struct InFlight {
     pub syscall_nr: u32,
     /// [`Hook`] as u32.
     pub hook: u32,
+    /// With [`flags::FLOW_CALL`]: the flow slot the call adds to (it holds one `in_flight`
+    /// count of it). Only `offset_ptr` and `flags` are set besides it then.
+    pub flow_slot: u32,
+    /// Zero.
+    pub _pad: u32,
 }
 
 /// First u32 of every ring-buffer record: which record it is.
@@ -687,7 +696,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<InFlight>(), 4 * 8 + 6 * 4);
+        assert_eq!(core::mem::size_of::<InFlight>(), 4 * 8 + 8 * 4);
         assert_eq!(
             core::mem::size_of::<SendfileRecord>(),
             10 * 8 + 8 * 4 + TASK_COMM_LEN

@@ -386,15 +386,37 @@ pub fn enter(args: Args, hook: u32) {
         flags: f,
         syscall_nr: args.syscall_nr,
         hook,
+        flow_slot: 0,
+        _pad: 0,
     };
-    match IN_FLIGHT.insert(&pid_tgid, &entry, BPF_NOEXIST.into()) {
+    follow(pid_tgid, &entry);
+}
+
+/// Remembers a call until its exit: a single call, or one counted in the flow slot it holds
+/// ([`flags::FLOW_CALL`]). One map for both, so that the exit finds either with one lookup.
+/// A thread's previous call still remembered (its exit never seen) is counted as a missed exit
+/// and releases the slot it held; a full map counts this call lost and releases its hold.
+#[inline(always)]
+pub(crate) fn follow(pid_tgid: u64, entry: &InFlight) {
+    match IN_FLIGHT.insert(&pid_tgid, entry, BPF_NOEXIST.into()) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
-            // This thread's previous call never reached our exit program: its event is lost.
+            if let Some(old) = IN_FLIGHT.get_ptr(&pid_tgid) {
+                // SAFETY: a live map value, read before it is replaced below.
+                let (old_flags, old_slot) = unsafe { ((*old).flags, (*old).flow_slot) };
+                if old_flags & flags::FLOW_CALL != 0 {
+                    flow::release(old_slot);
+                }
+            }
             count_lost(lost::MISSED_EXIT);
-            let _ = IN_FLIGHT.insert(&pid_tgid, &entry, BPF_ANY.into());
+            let _ = IN_FLIGHT.insert(&pid_tgid, entry, BPF_ANY.into());
         }
-        Err(_) => count_lost(lost::IN_FLIGHT_FULL),
+        Err(_) => {
+            if entry.flags & flags::FLOW_CALL != 0 {
+                flow::release(entry.flow_slot);
+            }
+            count_lost(lost::IN_FLIGHT_FULL);
+        }
     }
 }
 
@@ -486,16 +508,18 @@ fn write_entry(
 #[inline(always)]
 pub fn exit(ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: helper without preconditions.
-    if flow::mode() != 0 && flow::exit(pid_tgid, ret, unsafe { bpf_ktime_get_boot_ns() }) {
-        return;
-    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(entry) = (unsafe { IN_FLIGHT.get(&pid_tgid) }).copied() else {
         // Not followed: started before we attached, filtered out, or its loss is already counted.
         return;
     };
     let _ = IN_FLIGHT.remove(&pid_tgid);
+    // SAFETY: a helper call without preconditions.
+    let end_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if entry.flags & flags::FLOW_CALL != 0 {
+        flow::exit(&entry, ret, end_ns);
+        return;
+    }
 
     let enabled = global!(FILTERS.enabled);
     let filtered_out = (enabled & filter::ERRORS_ONLY != 0 && ret >= 0)
@@ -538,8 +562,7 @@ pub fn exit(ret: i64) {
             entry_status::WRITTEN
         },
         start_ns: entry.start_ns,
-        // SAFETY: helper calls without preconditions.
-        end_ns: unsafe { bpf_ktime_get_boot_ns() },
+        end_ns,
         pid_tgid,
         uid_gid: bpf_get_current_uid_gid(),
         // SAFETY: a helper call without preconditions.

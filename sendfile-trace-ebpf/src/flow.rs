@@ -29,22 +29,22 @@
 use core::intrinsics::{AtomicOrdering::SeqCst, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_MMAPABLE, BPF_NOEXIST},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::{bpf_get_current_uid_gid, bpf_get_smp_processor_id},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, Queue},
 };
 use sendfile_trace_common::{
-    flags,
+    InFlight, flags,
     flow::{
-        FlowAbortRecord, FlowCall, FlowKey, FlowOpenRecord, FlowRef, FlowSlot, RateState, SLOTS,
+        FlowAbortRecord, FlowKey, FlowOpenRecord, FlowRef, FlowSlot, RateState, SLOTS,
         ThrottledRecord, errno_bucket, kind, slot_flags,
     },
     lost,
 };
 
 use crate::{
-    capture::{EVENTS, count_lost, read_offset, wakeup},
+    capture::{EVENTS, count_lost, follow, read_offset, wakeup},
     fd,
     kernel::{off, ptr, read},
     regs::Args,
@@ -62,10 +62,6 @@ static FLOW_SLOTS: Array<FlowSlot> = Array::with_max_entries(SLOTS, BPF_F_MMAPAB
 #[map(name = "FLOW_FREE")]
 static FLOW_FREE: Queue<u32> = Queue::with_max_entries(SLOTS, 0);
 
-/// Flow calls between entry and exit, by thread.
-#[map(name = "FLOW_CALLS")]
-static FLOW_CALLS: HashMap<u64, FlowCall> = HashMap::with_max_entries(16384, 0);
-
 /// Rate-limit state by tgid (LRU: a process that stopped calling is forgotten).
 #[map(name = "RATE")]
 static RATE: LruHashMap<u32, RateState> = LruHashMap::with_max_entries(8192, 0);
@@ -82,7 +78,6 @@ static FLOW_MODE: u32 = 0;
 #[unsafe(no_mangle)]
 static RATE_LIMIT: u64 = 0;
 
-const EEXIST: i32 = 17;
 const NS_PER_S: u64 = 1_000_000_000;
 /// The rate limit's bucket: a tenth of a second of credit.
 const BUCKET_NS: u64 = NS_PER_S / 10;
@@ -217,36 +212,30 @@ pub fn count(key: &FlowKey, pid_tgid: u64, args: &Args) -> bool {
     true
 }
 
-/// Remembers a call holding `slot` until its exit. A full map releases the hold and counts the
-/// call as lost; a thread's previous call still held (its exit never seen) is released and
-/// counted as a missed exit.
+/// Remembers a call holding `slot` until its exit (in the in-flight map of single calls,
+/// marked [`flags::FLOW_CALL`]: see [`follow`]).
 #[inline(always)]
 fn hold(pid_tgid: u64, slot: u32, args: &Args) {
-    let call = FlowCall {
-        slot,
-        flags: args.flags,
+    let call = InFlight {
+        start_ns: 0,
         offset_ptr: args.offset_ptr,
+        offset_before: 0,
+        count: 0,
+        out_fd: 0,
+        in_fd: 0,
+        cpu: 0,
+        flags: args.flags | flags::FLOW_CALL,
+        syscall_nr: 0,
+        hook: 0,
+        flow_slot: slot,
+        _pad: 0,
     };
-    match FLOW_CALLS.insert(&pid_tgid, &call, BPF_NOEXIST.into()) {
-        Ok(()) => {}
-        Err(e) if e == -EEXIST => {
-            // SAFETY: the value is copied out at once.
-            if let Some(old) = unsafe { FLOW_CALLS.get(&pid_tgid) }.copied() {
-                release(old.slot);
-            }
-            count_lost(lost::MISSED_EXIT);
-            let _ = FLOW_CALLS.insert(&pid_tgid, &call, BPF_ANY.into());
-        }
-        Err(_) => {
-            release(slot);
-            count_lost(lost::IN_FLIGHT_FULL);
-        }
-    }
+    follow(pid_tgid, &call);
 }
 
 /// Releases one hold on `slot`.
 #[inline(always)]
-fn release(slot: u32) {
+pub(crate) fn release(slot: u32) {
     if let Some(s) = FLOW_SLOTS.get_ptr_mut(slot) {
         // SAFETY: a field pointer into the slot.
         word(unsafe { core::ptr::addr_of_mut!((*s).in_flight) }).sub(1);
@@ -368,17 +357,12 @@ pub fn open(
     count(key, pid_tgid, args)
 }
 
-/// Syscall exit of a flow call: adds its result to its slot and releases its hold. False if the
-/// thread has no flow call in flight.
+/// Syscall exit of a flow call (`c`, its in-flight entry, already removed): adds its result
+/// to its slot and releases its hold.
 #[inline(always)]
-pub fn exit(pid_tgid: u64, ret: i64, now: u64) -> bool {
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(c) = (unsafe { FLOW_CALLS.get(&pid_tgid) }).copied() else {
-        return false;
-    };
-    let _ = FLOW_CALLS.remove(&pid_tgid);
-    let Some(s) = FLOW_SLOTS.get_ptr_mut(c.slot) else {
-        return true;
+pub fn exit(c: &InFlight, ret: i64, now: u64) {
+    let Some(s) = FLOW_SLOTS.get_ptr_mut(c.flow_slot) else {
+        return;
     };
     // SAFETY: field pointers into the slot, which this call holds.
     unsafe {
@@ -417,7 +401,6 @@ pub fn exit(pid_tgid: u64, ret: i64, now: u64) -> bool {
         // Last: the result is in the slot before the hold is released.
         word(core::ptr::addr_of_mut!((*s).in_flight)).sub(1);
     }
-    true
 }
 
 /// The per-process rate limit, a token bucket: true if this call is beyond the process's limit
@@ -460,9 +443,10 @@ pub fn over_limit(pid_tgid: u64, now: u64) -> bool {
     let gap = now.saturating_sub(last.load());
     last.store(now);
     let c = credit.load().saturating_add(gap).min(cap);
-    if c == cap {
+    if c == cap && throttled.load() != 0 {
         // The process stayed within its limit long enough to fill the bucket: a later episode
-        // is announced again.
+        // is announced again. (Stored only when set: a process within its limit does not
+        // write the word on every call.)
         throttled.store(0);
     }
     if c >= cost {

@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
-use sendfile_trace_common::{InFlight, flow::is_flow_kind, lost, names, record_kind};
+use sendfile_trace_common::{InFlight, flags, flow::is_flow_kind, lost, names, record_kind};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -424,7 +424,11 @@ async fn run_async(cli: &Cli, filters: FilterSet) -> Result<(), Error> {
     // The programs are gone, so the ring only holds what was committed before: drain it all.
     // Calls still in flight (entered, not returned: blocked on a full socket, say) will have no
     // exit record: each is a lost event, counted under its own reason.
-    let unfinished = in_flight.keys().filter(Result::is_ok).count() as u64;
+    // (Calls counted in a flow share the map, marked: their slot holds what they did.)
+    let unfinished = in_flight
+        .iter()
+        .filter(|e| matches!(e, Ok((_, v)) if v.flags & flags::FLOW_CALL == 0))
+        .count() as u64;
     let ended = p
         .drain(&mut ring, usize::MAX)
         .and_then(|_| {

@@ -450,10 +450,9 @@ fn a_file_output_gets_json_even_from_a_terminal() {
     }
 }
 
-#[test]
-fn a_call_blocked_when_the_tracer_stops_is_counted_unfinished() {
-    let _serial = serial();
-    require_root();
+/// Traces a perl process (`--pid` and `extra` arguments) whose first sendfile(2) fills a pipe
+/// and whose second blocks on it, and stops the tracer while the second is blocked.
+fn stop_while_a_call_blocks(extra: &[&str]) -> Stopped {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.bin");
     std::fs::write(&input, vec![7u8; 1 << 20]).unwrap();
@@ -482,7 +481,10 @@ fn a_call_blocked_when_the_tracer_stops_is_counted_unfinished() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
-    let tracer = Tracer::start("auto", &["--pid", &pid.to_string()]).unwrap();
+    let pid_arg = pid.to_string();
+    let mut args = vec!["--pid", pid_arg.as_str()];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start("auto", &args).unwrap();
     perl.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -499,6 +501,14 @@ fn a_call_blocked_when_the_tracer_stops_is_counted_unfinished() {
     let _ = perl.kill();
     let _ = perl.wait();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    stopped
+}
+
+#[test]
+fn a_call_blocked_when_the_tracer_stops_is_counted_unfinished() {
+    let _serial = serial();
+    require_root();
+    let stopped = stop_while_a_call_blocks(&[]);
     let events: Vec<&Value> = stopped
         .records
         .iter()
@@ -517,6 +527,36 @@ fn a_call_blocked_when_the_tracer_stops_is_counted_unfinished() {
     assert_eq!(stop["eventName"], "tracer_stop");
     assert_eq!(stop["lostByReason"]["unfinished"], 1, "{stop}");
     assert!(stop["lost"].as_u64().unwrap() >= 1, "{stop}");
+}
+
+/// A call counted in a flow shares the kernel's in-flight map with single calls, marked: blocked
+/// at the stop, it is reported in its flow's record as in progress, not as an unfinished call.
+#[test]
+fn a_flow_call_blocked_when_the_tracer_stops_is_in_progress_not_unfinished() {
+    let _serial = serial();
+    require_root();
+    let stopped = stop_while_a_call_blocks(&["--mode", "flows"]);
+    let flows: Vec<&Value> = stopped
+        .records
+        .iter()
+        .filter(|r| r["eventName"] == "sendfile_flow")
+        .collect();
+    let last = flows.last().expect("a flow record");
+    assert_eq!(last["reason"], "stop", "{last}");
+    assert_eq!(last["totalCalls"], 1, "{last}");
+    assert_eq!(last["totalBytes"], 65536, "{last}");
+    assert_eq!(last["callsInProgress"], 1, "{last}");
+    assert!(
+        !stopped
+            .records
+            .iter()
+            .any(|r| r["eventName"] == "events_lost" && r["reason"] == "unfinished"),
+        "{:?}",
+        stopped.lines
+    );
+    let stop = stopped.records.last().unwrap();
+    assert_eq!(stop["eventName"], "tracer_stop");
+    assert_eq!(stop["lostByReason"]["unfinished"], 0, "{stop}");
 }
 
 #[test]
