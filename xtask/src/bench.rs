@@ -659,6 +659,16 @@ fn profile(name: &str, kind: &Kind, calls: u64) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
+/// Cargo arguments that build the `pipeline` example (the userspace rows), in any tree.
+const PIPELINE_BUILD: [&str; 6] = [
+    "build",
+    "--release",
+    "-p",
+    "sendfile-trace",
+    "--example",
+    "pipeline",
+];
+
 /// Builds the `pipeline` example of sendfile-trace and runs it pinned to the tracer's CPU, after
 /// `baseline` (a pipeline binary built from another tree) if given: one JSON object per tree and
 /// format with events per second.
@@ -666,14 +676,7 @@ fn userspace_throughput(baseline: Option<&Path>) -> Result<Vec<Value>> {
     tools::run(
         tools::cargo(tools::HOST_TOOLCHAIN)
             .current_dir(workspace_root())
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "sendfile-trace",
-                "--example",
-                "pipeline",
-            ])
+            .args(PIPELINE_BUILD)
             .env("SENDFILE_TRACE_BPF_OBJECT", compile::bpf_object()),
     )?;
     let ours = workspace_root().join("target/release/examples/pipeline");
@@ -1604,30 +1607,16 @@ fn build_rev(rev: &str) -> Result<PathBuf> {
         "xtask: bench building the baseline {rev} in {}",
         dir.display()
     );
-    let cargo = |args: &[&str]| {
-        let mut c = Command::new("cargo");
-        c.current_dir(&dir).args(args);
-        for var in [
-            "RUSTUP_TOOLCHAIN",
-            "RUSTC",
-            "RUSTC_WRAPPER",
-            "RUSTFLAGS",
-            "CARGO_TARGET_DIR",
-        ] {
-            c.env_remove(var);
-        }
-        c
-    };
-    tools::run(&mut cargo(&["xtask", "build"]))?;
-    tools::run(&mut cargo(&[
-        &format!("+{}", tools::HOST_TOOLCHAIN),
-        "build",
-        "--release",
-        "-p",
-        "sendfile-trace",
-        "--example",
-        "pipeline",
-    ]))?;
+    tools::run(
+        tools::cargo_unpinned()
+            .current_dir(&dir)
+            .args(["xtask", "build"]),
+    )?;
+    tools::run(
+        tools::cargo(tools::HOST_TOOLCHAIN)
+            .current_dir(&dir)
+            .args(PIPELINE_BUILD),
+    )?;
     Ok(dir.join("target/release"))
 }
 

@@ -76,8 +76,15 @@ fn output(cmd: &mut Command) -> String {
 
 /// `cargo` through rustup for a pinned toolchain, with the outer cargo's overrides removed.
 pub fn cargo(toolchain: &str) -> Command {
-    let mut c = Command::new("cargo");
+    let mut c = cargo_unpinned();
     c.arg(format!("+{toolchain}"));
+    c
+}
+
+/// `cargo` with the outer cargo's overrides removed, on whatever toolchain the directory it runs
+/// in picks (another tree's own `cargo xtask`).
+pub fn cargo_unpinned() -> Command {
+    let mut c = Command::new("cargo");
     for var in [
         "RUSTUP_TOOLCHAIN",
         "RUSTC",
