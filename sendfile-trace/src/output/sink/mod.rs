@@ -590,12 +590,14 @@ pub fn run(
         if let Err(f) = result {
             if f.error.kind() == io::ErrorKind::BrokenPipe && name == "-" {
                 // The reader went away: nothing more goes to stdout. What the failed write held
-                // is lost; records after this are not queued here (see `Output::write`).
+                // is lost, and so is what was still queued for it; records after this are not
+                // queued here (see `Output::write`).
                 stats.dropped.inc_by(f.lost);
                 shared.closed.store(true, Ordering::SeqCst);
                 log::info!("output -: closed by its reader");
                 let left = queued_left(&chunk);
                 stats.queued.dec_by(left as i64);
+                stats.dropped.inc_by(left);
                 return;
             }
             fail(f);
